@@ -1,0 +1,36 @@
+# The README's two commands:  `make repro` (set up + run the pipeline)  and  `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+
+# Stage commands run from PATH: the venv must come first or `dvc` runs them with system python.
+export PATH := $(BIN):$(PATH)
+# With 2 cores, OpenMP spin-waiting slowed training a lot; telemetry has no network here.
+export OMP_WAIT_POLICY ?= PASSIVE
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: setup repro test lint mlflow-ui clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+repro: setup
+	$(BIN)/dvc repro
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

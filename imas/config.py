@@ -1,0 +1,117 @@
+"""Typed configuration sections of the library.
+
+Every knob lives in params.yaml; these models only say what is valid. They carry no defaults for
+experiment knobs, so a value DVC cannot see never changes a result. All models are frozen and
+reject unknown keys, so a typo in params.yaml fails loudly with the field named.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EmbeddedDataConfig(Section):
+    """The built-in dataset: MNIST digits pasted on real photos/textures (VOC layout)."""
+
+    train_scenes: int = Field(ge=1, description="scenes in the train pool (labeled + unlabeled)")
+    val_scenes: int = Field(ge=1)
+    size: int = Field(ge=16, description="square scene side in pixels")
+    digits_per_scene: tuple[int, int] = Field(description="min, max objects per scene")
+    digit_size: tuple[int, int] = Field(description="min, max object side in pixels")
+    ignore_border: bool = Field(description="255 on anti-aliased object borders, as in VOC")
+
+
+class AugConfig(Section):
+    """Weak geometric transform shared by both views, and the strong intensity pool (SPEC §3)."""
+
+    crop: int = Field(ge=8)
+    scale: tuple[float, float] = Field(description="random rescale range before cropping")
+    hflip: bool = Field(
+        description="random horizontal flip (off for digits: flips make non-digits)"
+    )
+    strong_ops: int = Field(ge=0, description="k ops drawn with replacement from the 12-op pool")
+
+
+class ModelConfig(Section):
+    backbone: Literal["tiny", "resnet18", "resnet50", "resnet101"]
+    num_classes: int = Field(ge=2)
+    width: int = Field(ge=4, description="tiny backbone: channels of the first stage")
+    aspp_channels: int = Field(ge=8)
+    aspp_rates: tuple[int, int, int]
+    low_level_channels: int = Field(ge=4)
+    output_stride: Literal[8, 16]
+
+
+class AdaptiveConfig(Section):
+    """One switch per adaptive part of iMAS; `mean_teacher` turns them all off."""
+
+    intensity: bool = Field(description="easiness mixing of strong and weak views (SPEC §3)")
+    cutmix: Literal["adaptive", "fixed", "off"] = Field(
+        description="adaptive: trigger p = mean easiness, easiest<->hardest pairing; "
+        "fixed: trigger p = cutmix_prob, random pairing (SPEC §4)"
+    )
+    cutmix_prob: float = Field(ge=0.0, le=1.0)
+    loss_weight: bool = Field(description="weight each image's unsupervised loss by easiness (§5)")
+    scaled_magnitude: bool = Field(
+        description="scale strong-op magnitudes by easiness (the paper's text; off in the code)"
+    )
+
+
+SEMI_ONLY = ("tau", "lambda_u", "ema_decay", "ignore_index0", "drop_weak_forward", "adaptive")
+
+
+class TrainConfig(Section):
+    """One training run. The teacher–student fields (SEMI_ONLY) are required unless
+    `method` is supervised, where they would have no effect and may be left out."""
+
+    method: Literal["supervised", "mean_teacher", "imas"]
+    epochs: int = Field(ge=1)
+    iters_per_epoch: int | None = Field(
+        ge=1, description="null: one pass over the unlabeled set (SPEC §6)"
+    )
+    batch_labeled: int = Field(ge=1)
+    batch_unlabeled: int = Field(ge=1, description="also sets the epoch length when supervised")
+    lr: float = Field(gt=0)
+    head_lr_mult: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    momentum: float = Field(ge=0, lt=1)
+    poly_power: float = Field(ge=0)
+    eval_every: int = Field(ge=1, description="evaluate on val every N epochs")
+    tau: float | None = Field(None, gt=0, le=1, description="confidence threshold (loss, γ)")
+    lambda_u: float | None = Field(None, ge=0)
+    ema_decay: float | None = Field(None, ge=0, lt=1, description="cap of the EMA decay (§6)")
+    ignore_index0: bool | None = Field(
+        None, description="drop class 0 from the hardness weights (SPEC §2)"
+    )
+    drop_weak_forward: bool | None = Field(
+        None, description="leave u_w out of the student's training forward (documented deviation)"
+    )
+    adaptive: AdaptiveConfig | None = None
+
+    @model_validator(mode="after")
+    def _semi_fields(self) -> TrainConfig:
+        if self.method != "supervised":
+            missing = [name for name in SEMI_ONLY if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"method {self.method!r} needs: {', '.join(missing)}")
+        return self
+
+    def effective_adaptive(self) -> AdaptiveConfig:
+        """Switches in force: the mean-teacher baseline has no adaptive part at all."""
+        if self.adaptive is None:
+            raise ValueError("a supervised run has no adaptive switches")
+        if self.method == "mean_teacher":
+            return AdaptiveConfig(
+                intensity=False,
+                cutmix="fixed" if self.adaptive.cutmix != "off" else "off",
+                cutmix_prob=self.adaptive.cutmix_prob,
+                loss_weight=False,
+                scaled_magnitude=False,
+            )
+        return self.adaptive

@@ -1,0 +1,102 @@
+"""Weak geometric transform (shared by image and mask) and ImageNet normalisation.
+
+The weak transform is the only source of geometry in training: the strong view is later made
+from the weak view by intensity ops alone (SPEC §1, §3), so image, mask and both views stay
+pixel-aligned. All randomness comes from torch's global RNG, so a seeded DataLoader with
+num_workers=0 (or seeded workers) reproduces the same crops.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.v2.functional as F
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+
+from imas.config import AugConfig
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+IGNORE_INDEX = 255
+
+
+def _uniform(lo: float, hi: float) -> float:
+    return lo + (hi - lo) * torch.rand(()).item()
+
+
+def weak_transform(
+    image: Tensor, mask: Tensor | None, aug: AugConfig
+) -> tuple[Tensor, Tensor | None]:
+    """Random rescale, pad to the crop size, random crop, optional horizontal flip.
+
+    image: uint8 [3,H,W]; mask: int64 [H,W] or None (unlabeled images). Returns a uint8
+    [3,c,c] image and an int64 [c,c] mask (or None), c = aug.crop. The image is resized
+    bilinearly with antialiasing; the mask with NEAREST_EXACT, whose pixel-centre convention
+    matches bilinear with align_corners=False (plain NEAREST drifts by up to a pixel, which
+    would misalign thin digit strokes). Padding is 0 for the image and 255 (ignored) for the
+    mask, added on the bottom/right as in the reference code.
+    """
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be uint8 [3,H,W], got {image.dtype} {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    if mask is not None and tuple(mask.shape) != (h, w):
+        raise ValueError(f"mask shape {tuple(mask.shape)} != image size {(h, w)}")
+    crop = aug.crop
+
+    s = _uniform(*aug.scale)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    if (nh, nw) != (h, w):
+        image = F.resize(image, [nh, nw], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        if mask is not None:
+            # uint8 round-trip: the resize kernels take uint8, and labels are ≤ 255.
+            m8 = mask.to(torch.uint8)[None]
+            mask = F.resize(m8, [nh, nw], interpolation=InterpolationMode.NEAREST_EXACT)[0]
+            mask = mask.to(torch.int64)
+
+    ph, pw = max(0, crop - nh), max(0, crop - nw)
+    if ph or pw:
+        image = F.pad(image, [0, 0, pw, ph], fill=0)
+        if mask is not None:
+            mask = torch.nn.functional.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
+        nh, nw = nh + ph, nw + pw
+
+    top = int(torch.randint(0, nh - crop + 1, ()).item())
+    left = int(torch.randint(0, nw - crop + 1, ()).item())
+    image = image[:, top : top + crop, left : left + crop]
+    if mask is not None:
+        mask = mask[top : top + crop, left : left + crop]
+
+    if aug.hflip and torch.rand(()).item() < 0.5:
+        image = image.flip(-1)
+        if mask is not None:
+            mask = mask.flip(-1)
+    # Slices are views into a possibly cached full image; copy so callers may write in place.
+    return image.contiguous().clone(), None if mask is None else mask.contiguous().clone()
+
+
+def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=torch.float32).view(3, 1, 1)
+    return mean, std
+
+
+def normalize(x: Tensor) -> Tensor:
+    """uint8 image(s) [3,H,W] or [B,3,H,W] → float32 ImageNet-normalised, on x's device.
+
+    The pretrained backbones expect these statistics; the tiny backbone uses them too so one
+    input convention serves all models.
+    """
+    if x.dtype != torch.uint8:
+        raise ValueError(f"normalize expects uint8, got {x.dtype}")
+    if x.ndim not in (3, 4) or x.shape[-3] != 3:
+        raise ValueError(f"normalize expects [3,H,W] or [B,3,H,W], got {tuple(x.shape)}")
+    mean, std = _stats(x)
+    return (x.to(torch.float32) / 255.0 - mean) / std
+
+
+def denormalize(x: Tensor) -> Tensor:
+    """Inverse of `normalize` as float in [0,1] (clamped), for figures."""
+    if x.ndim not in (3, 4) or x.shape[-3] != 3:
+        raise ValueError(f"denormalize expects [3,H,W] or [B,3,H,W], got {tuple(x.shape)}")
+    mean, std = _stats(x)
+    return (x.to(torch.float32) * std + mean).clamp(0.0, 1.0)

@@ -1,0 +1,232 @@
+"""The one training loop: supervised, mean-teacher and iMAS are switches of the same code.
+
+`fit` takes models, loaders, a config section and callbacks, and returns the best and last
+weights with a per-epoch history. It knows nothing of files or tracking: the caller's `log`
+callback decides where metrics go.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from imas.augment import cutmix, cutmix_boxes, cutmix_partner, mix_views, random_partner
+from imas.config import AdaptiveConfig, TrainConfig
+from imas.data.transforms import normalize
+from imas.hardness import confidence_maps, hardness_from_maps
+from imas.intensity import strong_view
+from imas.losses import supervised_loss, unsupervised_loss
+from imas.model import ema_decay, ema_update, make_teacher, param_groups
+
+LogFn = Callable[[dict[str, float], int], None]
+EvalFn = Callable[[nn.Module], float]
+
+
+@dataclass
+class FitResult:
+    """Weights (state dicts) at the best and the last epoch, and one row of metrics per epoch.
+
+    `best` is chosen by the teacher's val mIoU (SPEC §6), or the student's without a teacher.
+    """
+
+    best: dict[str, dict[str, Tensor] | None]
+    last: dict[str, dict[str, Tensor] | None]
+    best_epoch: int
+    best_miou: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_iters_per_epoch(cfg: TrainConfig, num_unlabeled: int) -> int:
+    """One pass over the unlabeled set (SPEC §6) unless params fix the count."""
+    if cfg.iters_per_epoch is not None:
+        return cfg.iters_per_epoch
+    iters = num_unlabeled // cfg.batch_unlabeled
+    if iters < 1:
+        raise ValueError(
+            f"train.batch_unlabeled={cfg.batch_unlabeled} exceeds the {num_unlabeled} unlabeled "
+            "images: no full batch per epoch"
+        )
+    return iters
+
+
+def _cycle(loader: torch.utils.data.DataLoader) -> Iterator:
+    # Each new pass reshuffles, so oversampling the labeled list does not repeat an order.
+    while True:
+        yield from loader
+
+
+def _snapshot(model: nn.Module | None) -> dict[str, Tensor] | None:
+    return None if model is None else copy.deepcopy(model.state_dict())
+
+
+def _poly_lr(optimizer: torch.optim.Optimizer, step: int, total: int, power: float) -> float:
+    factor = (1.0 - step / total) ** power
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    return optimizer.param_groups[0]["lr"]
+
+
+def _cutmix_fires(adaptive: AdaptiveConfig, mean_e: float, generator: torch.Generator) -> bool:
+    if adaptive.cutmix == "off":
+        return False
+    p = mean_e if adaptive.cutmix == "adaptive" else adaptive.cutmix_prob
+    return torch.rand((), generator=generator).item() < p
+
+
+def _semi_step(
+    student: nn.Module,
+    teacher: nn.Module,
+    x_l: Tensor,
+    y_l: Tensor,
+    u_w8: Tensor,
+    cfg: TrainConfig,
+    adaptive: AdaptiveConfig,
+    strong_ops: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, dict[str, float]]:
+    """Loss of one teacher–student step (SPEC §1) and its diagnostics."""
+    u_w = normalize(u_w8)
+    with torch.no_grad():
+        student.eval()
+        p_s = F.softmax(student(u_w), dim=1)
+        student.train()
+        p_t = F.softmax(teacher(u_w), dim=1)
+        conf, pseudo = p_t.max(dim=1)
+        s_map, s_ratio = confidence_maps(p_s, cfg.tau)
+        t_ratio = (conf >= cfg.tau).flatten(1).float().mean(dim=1)
+        gamma = hardness_from_maps(s_map, pseudo, s_ratio, t_ratio, p_t.shape[1], cfg.ignore_index0)
+        e = 1.0 - gamma
+        mean_e = float(e.mean())
+
+        scale = e.cpu() if adaptive.scaled_magnitude else None
+        u_s = normalize(strong_view(u_w8, strong_ops, generator, magnitude_scale=scale))
+        if adaptive.intensity:
+            u_s = mix_views(u_s, u_w, e)
+
+        fired = _cutmix_fires(adaptive, mean_e, generator)
+        if fired:
+            b, _, h, w = u_w.shape
+            partner = (
+                cutmix_partner(e.cpu())
+                if adaptive.cutmix == "adaptive"
+                else random_partner(b, generator)
+            )
+            cm = cutmix(u_w, pseudo, conf, partner, cutmix_boxes(b, h, w, generator))
+
+    groups = [x_l] + ([] if cfg.drop_weak_forward else [u_w]) + ([cm.images] if fired else [])
+    groups.append(u_s)
+    logits = student(torch.cat(groups))
+    sizes = [g.shape[0] for g in groups]
+    parts = logits.split(sizes)
+
+    loss_x = supervised_loss(parts[0], y_l)
+    weights = e if adaptive.loss_weight else None
+    loss_u = unsupervised_loss(parts[-1], pseudo, conf, cfg.tau, weights)
+    if fired:
+        loss_cm = unsupervised_loss(parts[-2], cm.labels, cm.confidence, cfg.tau, weights)
+        loss_u = 0.5 * (loss_u + loss_cm)
+    loss = loss_x + cfg.lambda_u * loss_u
+    stats = {
+        "loss": float(loss.detach()),
+        "loss_x": float(loss_x.detach()),
+        "loss_u": float(loss_u.detach()),
+        "easiness": mean_e,
+        "confident_ratio": float(t_ratio.mean()),
+        "cutmix": float(fired),
+    }
+    return loss, stats
+
+
+def fit(
+    student: nn.Module,
+    labeled: torch.utils.data.DataLoader,
+    unlabeled: torch.utils.data.DataLoader | None,
+    cfg: TrainConfig,
+    *,
+    strong_ops: int,
+    iters_per_epoch: int,
+    evaluate_fn: EvalFn,
+    generator: torch.Generator,
+    log: LogFn = lambda metrics, step: None,
+    log_every: int = 10,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> FitResult:
+    """Train `student` (in place) by `cfg.method`; evaluate every `cfg.eval_every` epochs."""
+    semi = cfg.method != "supervised"
+    if semi and unlabeled is None:
+        raise ValueError(f"method {cfg.method!r} needs an unlabeled loader")
+    adaptive = cfg.effective_adaptive() if semi else None
+    student.to(device).train()
+    teacher = make_teacher(student) if semi else None
+    optimizer = torch.optim.SGD(
+        param_groups(student, cfg.lr, cfg.head_lr_mult, cfg.weight_decay),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+    )
+    total = cfg.epochs * iters_per_epoch
+    labeled_iter = _cycle(labeled)
+    unlabeled_iter = _cycle(unlabeled) if semi else None
+
+    history: list[dict[str, float]] = []
+    best: dict[str, dict[str, Tensor] | None] = {"student": None, "teacher": None}
+    best_miou, best_epoch = -math.inf, -1
+    bar = tqdm(total=total, desc=cfg.method, disable=not progress, mininterval=1.0)
+    step = 0
+    for epoch in range(cfg.epochs):
+        sums: dict[str, float] = {}
+        for _ in range(iters_per_epoch):
+            lr = _poly_lr(optimizer, step, total, cfg.poly_power)
+            x_l, y_l = (t.to(device) for t in next(labeled_iter))
+            if semi:
+                u_w8 = next(unlabeled_iter).to(device)
+                loss, stats = _semi_step(
+                    student,
+                    teacher,
+                    normalize(x_l),
+                    y_l,
+                    u_w8,
+                    cfg,
+                    adaptive,
+                    strong_ops,
+                    generator,
+                )
+            else:
+                loss = supervised_loss(student(normalize(x_l)), y_l)
+                stats = {"loss": float(loss.detach()), "loss_x": float(loss.detach())}
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if teacher is not None:
+                ema_update(teacher, student, ema_decay(step, iters_per_epoch, cfg.ema_decay))
+            stats["lr"] = lr
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+            if step % log_every == 0:
+                log({f"step/{k}": v for k, v in stats.items()}, step)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)
+
+        row = {k: v / iters_per_epoch for k, v in sums.items()}
+        row["epoch"] = epoch
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            row["miou_student"] = evaluate_fn(student)
+            if teacher is not None:
+                row["miou_teacher"] = evaluate_fn(teacher)
+            score = row.get("miou_teacher", row["miou_student"])
+            if score > best_miou:
+                best_miou, best_epoch = score, epoch
+                best = {"student": _snapshot(student), "teacher": _snapshot(teacher)}
+        history.append(row)
+        log({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step)
+    bar.close()
+    last = {"student": _snapshot(student), "teacher": _snapshot(teacher)}
+    return FitResult(best, last, best_epoch, best_miou, history)

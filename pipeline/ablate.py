@@ -1,0 +1,45 @@
+"""Stage `ablate`: the train stage with one named set of switches from `ablations` applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.options import DataOpt, ParamsOpt, SplitOpt, params_or_exit
+from pipeline.params import ParamsError, flatten
+from pipeline.train import InitOpt
+from pipeline.training import run_training
+
+
+def command(
+    name: Annotated[str, typer.Argument(help="a key of `ablations` in params.yaml")],
+    data: DataOpt = Path("data/embedded"),
+    split: SplitOpt = Path("data/split"),
+    init: InitOpt = Path("models/warmup.pt"),
+    out: Annotated[Path | None, typer.Option(help="checkpoint [models/ablate/NAME.pt]")] = None,
+    metrics: Annotated[Path | None, typer.Option(help="JSON [metrics/ablate/NAME.json]")] = None,
+    history: Annotated[
+        Path | None, typer.Option(help="per-epoch CSV [metrics/ablate/NAME_history.csv]")
+    ] = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Train with the `train` section overridden by `ablations.NAME`."""
+    params = params_or_exit(params_file)
+    try:
+        cfg = params.ablation(name)
+    except ParamsError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    overrides = flatten(cfg.model_dump(mode="json"), prefix="train.")
+    summary = run_training(
+        f"ablate:{name}", params, cfg, data=data, split=split,
+        out=out or Path(f"models/ablate/{name}.pt"),
+        metrics=metrics or Path(f"metrics/ablate/{name}.json"),
+        history=history or Path(f"metrics/ablate/{name}_history.csv"),
+        init=init if cfg.init == "warmup" else None,
+        param_overrides={**overrides, "ablation": name},
+    )
+    typer.echo(f"ablate {name}: best teacher val mIoU {summary['miou']:.2f}")
+

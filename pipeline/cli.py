@@ -1,0 +1,30 @@
+"""The `imas` command: one sub-command per DVC stage."""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads: with 2 cores, OpenMP spin-waiting threads slowed training a lot.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import typer  # noqa: E402
+
+from pipeline import ablate, download, evaluate, report, split, train, warmup  # noqa: E402
+
+app = typer.Typer(
+    help="iMAS semi-supervised segmentation: the stages of the DVC pipeline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("download")(download.command)
+app.command("split")(split.command)
+app.command("warmup")(warmup.command)
+app.command("train")(train.command)
+app.command("ablate")(ablate.command)
+app.command("evaluate")(evaluate.command)
+app.command("report")(report.command)
+
+if __name__ == "__main__":
+    app()

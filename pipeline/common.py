@@ -1,0 +1,101 @@
+"""What every stage shares: runtime setup, atomic outputs, checkpoints, data loaders."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imas.data.splits import read_list
+from imas.data.voc import LabeledDataset, UnlabeledDataset, ValDataset
+from pipeline.params import Params, RuntimeParams
+
+
+def setup_runtime(runtime: RuntimeParams, seed: int) -> torch.device:
+    """Threads, determinism and device; returns the device to train on."""
+    torch.set_num_threads(runtime.threads)
+    torch.manual_seed(seed)
+    if runtime.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")
+    use_cuda = runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available())
+    if not use_cuda:
+        # CPU kernels are deterministic with this flag; same seed, same numbers.
+        torch.use_deterministic_algorithms(True)
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; rename it over `path` only if the block succeeds.
+
+    DVC therefore never caches a half-written output, and a failed stage leaves the previous
+    file untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Load a checkpoint written by a stage; tensors and plain types only (weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (run its stage first)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _loader(dataset, batch: int, shuffle: bool, seed: int, runtime: RuntimeParams, drop: bool):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=shuffle,
+        drop_last=drop,
+        num_workers=runtime.num_workers,
+        generator=generator,
+        persistent_workers=runtime.num_workers > 0,
+    )
+
+
+def train_loaders(
+    params: Params, data: Path, split: Path, batch_labeled: int, batch_unlabeled: int
+) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader, int]:
+    """Labeled and unlabeled loaders of the split, and the size of the unlabeled set."""
+    labeled_ids = read_list(split / "labeled.txt")
+    unlabeled_ids = read_list(split / "unlabeled.txt")
+    n_cls = params.model.num_classes
+    labeled = LabeledDataset(data, labeled_ids, n_cls, params.aug, cache=True)
+    unlabeled = UnlabeledDataset(data, unlabeled_ids, params.aug, cache=True)
+    # Different seeds for the two shuffles so the streams do not move in lockstep.
+    lab = _loader(labeled, batch_labeled, True, params.seed, params.runtime, drop=True)
+    unl = _loader(unlabeled, batch_unlabeled, True, params.seed + 1, params.runtime, drop=True)
+    return lab, unl, len(unlabeled_ids)
+
+
+def val_loader(params: Params, data: Path) -> torch.utils.data.DataLoader:
+    ids = read_list(data / "ImageSets" / "Segmentation" / "val.txt")
+    dataset = ValDataset(data, ids, params.model.num_classes, cache=True)
+    return _loader(dataset, params.evaluate.batch_size, False, 0, params.runtime, drop=False)

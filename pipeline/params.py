@@ -1,0 +1,144 @@
+"""params.yaml, validated: the single source of every experiment knob.
+
+The models compose the library's config sections. They are frozen and reject unknown keys; no
+experiment knob has a default here, because DVC tracks params.yaml and cannot see a default that
+lives in code. `load_params` fails with the field path and the offending value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from imas.config import AugConfig, EmbeddedDataConfig, ModelConfig, Section, TrainConfig
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message names the field and value."""
+
+
+class DataParams(Section):
+    embedded: EmbeddedDataConfig
+    embedded_seed: int = Field(description="seed of the generated scenes (fixed across splits)")
+
+
+class WarmupParams(TrainConfig):
+    @model_validator(mode="after")
+    def _supervised(self) -> WarmupParams:
+        if self.method != "supervised":
+            raise ValueError(f"warmup.method must be 'supervised', got {self.method!r}")
+        return self
+
+
+class SemiParams(TrainConfig):
+    init: Literal["warmup", "scratch"] = Field(
+        description="start student and teacher from the warmup checkpoint, or from random weights"
+    )
+
+
+class EvaluateParams(Section):
+    batch_size: int = Field(ge=1)
+    figure_images: int = Field(ge=1, description="val images in the qualitative grid")
+
+
+class RuntimeParams(Section):
+    """How to run, not what to compute: no stage lists these as DVC params."""
+
+    device: Literal["cpu", "cuda", "auto"]
+    threads: int = Field(ge=1)
+    num_workers: int = Field(ge=0)
+    progress: bool
+
+
+class Params(Section):
+    dataset: Literal["embedded"]
+    labeled: int = Field(ge=1, description="number of labeled images in the split")
+    seed: int = Field(ge=0)
+    data: DataParams
+    aug: AugConfig
+    model: ModelConfig
+    warmup: WarmupParams
+    train: SemiParams
+    ablations: dict[str, dict[str, Any]]
+    evaluate: EvaluateParams
+    runtime: RuntimeParams
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        pool = self.data.embedded.train_scenes
+        if self.labeled >= pool:
+            raise ValueError(
+                f"labeled={self.labeled} leaves no unlabeled image in the {pool}-scene train pool"
+            )
+        if self.train.method == "supervised":
+            raise ValueError("train.method must be 'mean_teacher' or 'imas'; "
+                             "the supervised baseline is the warmup stage")
+        for name in self.ablations:
+            self.ablation(name)
+        return self
+
+    def ablation(self, name: str) -> SemiParams:
+        """The train section with ablation `name`'s overrides merged in, validated."""
+        if name not in self.ablations:
+            raise ParamsError(f"ablation {name!r} is not in params.yaml (have: "
+                              f"{', '.join(sorted(self.ablations)) or 'none'})")
+        merged = _deep_merge(self.train.model_dump(), self.ablations[name])
+        try:
+            return SemiParams.model_validate(merged)
+        except ValidationError as err:
+            raise ParamsError(_describe(err, prefix=f"ablations.{name}")) from None
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "<root>")
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {field}: {e['msg']}{shown}")
+    return "invalid params:\n" + "\n".join(lines)
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError naming each bad field and its value."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such file") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(f"{path}: " + _describe(err)) from None
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys for MLflow params (`{"train": {"tau": 0.8}}` → `{"train.tau": 0.8}`)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out

@@ -1,0 +1,110 @@
+"""MLflow tracking for the stages: the only module that imports mlflow.
+
+Default tracking is embedded: a sqlite database `mlflow.db` in the working directory (the repo
+root under `dvc repro`), artifacts under `mlartifacts/`. `MLFLOW_TRACKING_URI` points the same
+code at a server. Runs are grouped in one experiment per dataset and named
+`<stage>-<method>-<labeled>-s<seed>`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.params import Params, flatten
+
+# Bounded so a batch never exceeds MLflow's per-request limit of 100 params.
+_PARAM_BATCH = 100
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class Tracker:
+    """What a stage may do with its run: metrics, artifacts, tags."""
+
+    def __init__(self, mlflow_module: Any, run_id: str) -> None:
+        self._mlflow = mlflow_module
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        clean = {k.replace("/", "."): float(v) for k, v in metrics.items()}
+        self._mlflow.log_metrics(clean, step=step)
+
+    def log_artifact(self, path: Path | str, folder: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def _experiment_id(mlflow: Any, name: str) -> str:
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        location = (Path.cwd() / "mlartifacts" / name).as_uri()
+    return mlflow.create_experiment(
+        name,
+        artifact_location=location,
+        # MLflow 3 opens untagged experiments in its GenAI view; this marks model training.
+        tags={"mlflow.experimentKind": "custom_model_development"},
+    )
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    params: Params,
+    method: str,
+    param_overrides: dict[str, Any] | None = None,
+    **tags: Any,
+) -> Iterator[Tracker]:
+    """Open an MLflow run for one stage with flattened params and identifying tags.
+
+    `param_overrides` replaces dotted params, so an ablation logs the switches it really ran.
+
+    An exception inside the block marks the run FAILED (MLflow's own context manager), so a
+    crashed stage never stays "running".
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = _experiment_id(mlflow, f"imas-{params.dataset}")
+    run_name = f"{stage}-{method}-{params.labeled}-s{params.seed}"
+    all_tags = {
+        "stage": stage,
+        "method": method,
+        "labeled": params.labeled,
+        "seed": params.seed,
+        "dataset": params.dataset,
+        **tags,
+    }
+    commit = _git_commit()
+    if commit:
+        all_tags["mlflow.source.git.commit"] = commit
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=all_tags) as run:
+        flat = flatten(params.model_dump(mode="json"))
+        flat.update(param_overrides or {})
+        flat["method"] = method
+        items = [(k, "null" if v is None else v) for k, v in flat.items()]
+        for i in range(0, len(items), _PARAM_BATCH):
+            mlflow.log_params(dict(items[i : i + _PARAM_BATCH]))
+        yield Tracker(mlflow, run.info.run_id)

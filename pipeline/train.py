@@ -1,0 +1,36 @@
+"""Stage `train`: iMAS (or the mean-teacher baseline) from the `train` section of params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.options import DataOpt, ParamsOpt, SplitOpt, params_or_exit
+from pipeline.training import run_training
+
+InitOpt = Annotated[
+    Path, typer.Option(help="warmup checkpoint (used when train.init is 'warmup')")
+]
+
+
+def command(
+    data: DataOpt = Path("data/embedded"),
+    split: SplitOpt = Path("data/split"),
+    init: InitOpt = Path("models/warmup.pt"),
+    out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("models/imas.pt"),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON")] = Path("metrics/train.json"),
+    history: Annotated[Path, typer.Option(help="per-epoch CSV")] = Path(
+        "metrics/train_history.csv"
+    ),
+    params_file: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Teacher–student training with every adaptive part that params switch on."""
+    params = params_or_exit(params_file)
+    summary = run_training(
+        "train", params, params.train, data=data, split=split, out=out, metrics=metrics,
+        history=history, init=init if params.train.init == "warmup" else None,
+    )
+    typer.echo(f"train: best teacher val mIoU {summary['miou']:.2f} at epoch "
+               f"{summary['best_epoch']}")

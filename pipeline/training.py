@@ -1,0 +1,120 @@
+"""Shared body of the warmup, train and ablate stages: one call into `imas.train.fit`."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imas.config import TrainConfig
+from imas.evaluate import evaluate
+from imas.model import build_model
+from imas.train import fit, resolve_iters_per_epoch
+from pipeline.common import (
+    atomic_path,
+    load_checkpoint,
+    save_checkpoint,
+    setup_runtime,
+    train_loaders,
+    val_loader,
+    write_json,
+)
+from pipeline.params import Params
+from pipeline.tracking import stage_run
+
+HISTORY_FIELDS = [
+    "epoch", "loss", "loss_x", "loss_u", "easiness", "confident_ratio", "cutmix", "lr",
+    "miou_student", "miou_teacher",
+]
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    """Per-epoch CSV that DVC plots and the report read; mIoU in points (0–100)."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            out = dict(row)
+            for key in ("miou_student", "miou_teacher"):
+                if key in out:
+                    out[key] = round(100 * out[key], 4)
+            writer.writerow({k: out.get(k, "") for k in HISTORY_FIELDS})
+
+
+def run_training(
+    stage: str,
+    params: Params,
+    cfg: TrainConfig,
+    *,
+    data: Path,
+    split: Path,
+    out: Path,
+    metrics: Path,
+    history: Path,
+    init: Path | None = None,
+    param_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train by `cfg`, then write the checkpoint, metrics JSON and history CSV atomically."""
+    device = setup_runtime(params.runtime, params.seed)
+    labeled, unlabeled, n_unlabeled = train_loaders(
+        params, data, split, cfg.batch_labeled, cfg.batch_unlabeled
+    )
+    val = val_loader(params, data)
+    iters = resolve_iters_per_epoch(cfg, n_unlabeled)
+    model = build_model(params.model)
+    if init is not None:
+        model.load_state_dict(load_checkpoint(init)["best"]["student"])
+    generator = torch.Generator().manual_seed(params.seed)
+
+    def val_miou(m: torch.nn.Module) -> float:
+        return evaluate(m, val, params.model.num_classes, device)["miou"]
+
+    with stage_run(stage, params, cfg.method, param_overrides) as run:
+        start = time.perf_counter()
+        result = fit(
+            model,
+            labeled,
+            unlabeled if cfg.method != "supervised" else None,
+            cfg,
+            strong_ops=params.aug.strong_ops,
+            iters_per_epoch=iters,
+            evaluate_fn=val_miou,
+            generator=generator,
+            log=run.log_metrics,
+            device=device,
+            progress=params.runtime.progress,
+        )
+        seconds = time.perf_counter() - start
+        last = result.history[-1]
+        summary = {
+            "method": cfg.method,
+            "miou": round(100 * result.best_miou, 4),
+            "best_epoch": result.best_epoch,
+            "last_miou_student": round(100 * last["miou_student"], 4),
+            "iterations": cfg.epochs * iters,
+        }
+        if "miou_teacher" in last:
+            summary["last_miou_teacher"] = round(100 * last["miou_teacher"], 4)
+        save_checkpoint(
+            out,
+            {
+                "model": params.model.model_dump(mode="json"),
+                "method": cfg.method,
+                "best": result.best,
+                "last": result.last,
+                "best_epoch": result.best_epoch,
+                "best_miou": result.best_miou,
+            },
+        )
+        write_json(metrics, summary)
+        write_history(history, result.history)
+        # Wall time goes to MLflow only: the metrics file must be identical run to run.
+        run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
+        run.log_metrics({"train_seconds": seconds})
+        for path in (metrics, history):
+            run.log_artifact(path)
+        run.log_artifact(out, "checkpoints")
+    return summary

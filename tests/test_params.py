@@ -1,0 +1,81 @@
+"""params.yaml validation: unknown keys and bad values fail with the field and value named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import ParamsError, flatten, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_repository_params_are_valid() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.train.method == "imas"
+    assert set(params.ablations) >= {
+        "mean_teacher",
+        "no_loss_weight",
+        "no_adaptive_intensity",
+        "no_adaptive_cutmix",
+    }
+    mt = params.ablation("mean_teacher").effective_adaptive()
+    assert (mt.intensity, mt.cutmix, mt.loss_weight) == (False, "fixed", False)
+    assert params.ablation("no_loss_weight").adaptive.loss_weight is False
+    assert params.ablation("no_loss_weight").adaptive.intensity is True
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda p: p["train"].update(tua=0.9), "train.tua"),
+        (lambda p: p["train"].update(tau=1.5), "train.tau"),
+        (lambda p: p["train"].update(tau=0), "train.tau"),
+        (lambda p: p.update(labeled=0), "labeled"),
+        (lambda p: p.update(labeled=5000), "labeled=5000"),
+        (lambda p: p["model"].update(backbone="vgg"), "model.backbone"),
+        (lambda p: p["train"]["adaptive"].update(cutmix="always"), "train.adaptive.cutmix"),
+        (lambda p: p["warmup"].update(method="imas"), "warmup"),
+        (lambda p: p["train"].pop("tau"), "tau"),
+        (
+            lambda p: p["ablations"].update(bad={"adaptive": {"loss_wieght": False}}),
+            "ablations.bad.adaptive.loss_wieght",
+        ),
+    ],
+)
+def test_invalid_params_name_the_field(tmp_path: Path, mutate, needle: str) -> None:
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, mutate))
+    assert needle in str(err.value)
+
+
+def test_bad_value_is_quoted(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match=r"got 1\.5"):
+        load_params(write(tmp_path, lambda p: p["train"].update(tau=1.5)))
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="no such file"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("labeled: [1,\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_flatten_dotted_keys() -> None:
+    assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": [1, 2]}) == {
+        "a.b": 1,
+        "a.c.d": None,
+        "e": [1, 2],
+    }

@@ -1,0 +1,155 @@
+"""`dvc repro` and `dvc exp run` end to end in a throwaway copy of the repo, with tiny params."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIP = {
+    ".git",
+    ".venv",
+    "data",
+    "models",
+    "mlflow.db",
+    "mlartifacts",
+    "mlruns",
+    "cache",
+    "tmp",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    "metrics",
+}
+
+
+def tiny_params(raw: dict) -> dict:
+    raw["labeled"] = 6
+    raw["data"]["embedded"].update(
+        train_scenes=24, val_scenes=8, size=32, digit_size=[10, 16], digits_per_scene=[1, 2]
+    )
+    raw["aug"]["crop"] = 32
+    for section in ("warmup", "train"):
+        raw[section].update(epochs=2, iters_per_epoch=2, batch_labeled=4, batch_unlabeled=4)
+    raw["model"].update(width=8, aspp_channels=16, low_level_channels=8)
+    raw["evaluate"].update(batch_size=8, figure_images=2)
+    raw["runtime"].update(progress=False, threads=1)
+    return raw
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    dst = tmp_path_factory.mktemp("repo") / "imas"
+    shutil.copytree(ROOT, dst, ignore=lambda d, names: [n for n in names if n in SKIP])
+    (dst / "reports").mkdir(exist_ok=True)
+    params = tiny_params(yaml.safe_load((dst / "params.yaml").read_text()))
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", OMP_WAIT_POLICY="PASSIVE")
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
+    ):
+        run(cmd, dst, env)
+    return dst, env
+
+
+@pytest.fixture(scope="module")
+def repro(repo: tuple[Path, dict]) -> tuple[Path, dict, str]:
+    dst, env = repo
+    return dst, env, run(["dvc", "repro"], dst, env)
+
+
+def test_repro_writes_every_output(repro) -> None:
+    dst, _, _ = repro
+    assert len((dst / "data/split/labeled.txt").read_text().split("\n")) == 6
+    assert len((dst / "data/split/unlabeled.txt").read_text().split("\n")) == 18
+    for name in (
+        "warmup",
+        "imas",
+        "ablate/mean_teacher",
+        "ablate/no_loss_weight",
+        "ablate/no_adaptive_intensity",
+        "ablate/no_adaptive_cutmix",
+    ):
+        assert (dst / f"models/{name}.pt").is_file(), name
+    train = json.loads((dst / "metrics/train.json").read_text())
+    assert train["method"] == "imas" and 0 <= train["miou"] <= 100 and train["iterations"] == 4
+    mt = json.loads((dst / "metrics/ablate/mean_teacher.json").read_text())
+    assert mt["method"] == "mean_teacher"
+    evaluation = json.loads((dst / "metrics/evaluate.json").read_text())
+    assert {"warmup", "imas_teacher_best", "imas_teacher_last"} <= set(evaluation)
+    assert evaluation["imas_teacher_best"]["miou"] == train["miou"]
+    summary = json.loads((dst / "reports/metrics.json").read_text())
+    assert summary["imas"] == round(train["miou"], 2)
+    assert "Mean teacher" in (dst / "reports/results.md").read_text()
+    for png in ("qualitative", "training_curves", "ablation_bars", "easiness"):
+        assert (dst / f"reports/figures/{png}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_repro_logs_every_stage_to_mlflow(repro) -> None:
+    dst, _, _ = repro
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{dst / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("imas-embedded")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    for name in (
+        "download-data-6-s0",
+        "split-data-6-s0",
+        "warmup-supervised-6-s0",
+        "train-imas-6-s0",
+        "ablate:mean_teacher-mean_teacher-6-s0",
+        "evaluate-imas-6-s0",
+        "report-report-6-s0",
+    ):
+        assert name in runs, sorted(runs)
+        assert runs[name].info.status == "FINISHED"
+    train = runs["train-imas-6-s0"]
+    assert train.data.tags["stage"] == "train" and train.data.tags["labeled"] == "6"
+    assert train.data.params["train.tau"] == "0.8"
+    assert train.data.params["train.adaptive.cutmix"] == "adaptive"
+    assert "epoch/miou_teacher" in train.data.metrics and "step/loss" in train.data.metrics
+    history = client.get_metric_history(train.info.run_id, "step/easiness")
+    assert len(history) >= 1
+    artifacts = {a.path for a in client.list_artifacts(train.info.run_id)}
+    assert "checkpoints" in artifacts
+    ablation = runs["ablate:no_loss_weight-imas-6-s0"]
+    assert ablation.data.params["train.adaptive.loss_weight"] == "False"
+
+
+def test_second_repro_is_up_to_date(repro) -> None:
+    dst, env, _ = repro
+    out = run(["dvc", "status"], dst, env)
+    assert "up to date" in out
+
+
+def test_exp_run_with_other_label_count(repro) -> None:
+    dst, env, _ = repro
+    run(["git", "add", "-A"], dst, env)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], dst, env)
+    out = run(["dvc", "exp", "run", "-S", "labeled=8"], dst, env)
+    assert "Running stage 'download'" not in out
+    assert "Running stage 'split'" in out
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], dst, env))
+    text = json.dumps(shown)
+    assert '"labeled": 8' in text and '"labeled": 6' in text

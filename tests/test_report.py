@@ -1,0 +1,259 @@
+"""The report stage on hand-made metrics files: exact tables, metrics, byte-identical outputs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from matplotlib.image import imread
+from typer.testing import CliRunner, Result
+
+from pipeline import plots, report
+
+REPO = Path(__file__).resolve().parents[1]
+FACTS = {"dataset": "embedded", "labeled images": 6, "seed": 0, "model backbone": "tiny"}
+HEADER = ",".join(report.HISTORY_COLUMNS)
+PNGS = ["training_curves", "easiness", "ablation_bars"]
+
+
+def _summary(method: str, miou: float, student: float, teacher: float | None, iters: int) -> dict:
+    out = {
+        "method": method,
+        "miou": miou,
+        "best_epoch": 3,
+        "last_miou_student": student,
+        "iterations": iters,
+    }
+    if teacher is not None:
+        out["last_miou_teacher"] = teacher
+    return out
+
+
+def _semi_history(easiness: list[float], confident: list[float], base: float) -> str:
+    rows = [
+        f"{e},1.0,0.6,0.4,{easiness[e - 1]},{confident[e - 1]},{0.5 + 0.1 * e},0.01,"
+        f"{base + e},{base + e + 0.5}"
+        for e in (1, 2, 3)
+    ]
+    return "\n".join([HEADER, *rows]) + "\n"
+
+
+@pytest.fixture
+def metrics_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "metrics"
+    (root / "ablate").mkdir(parents=True)
+    files = {
+        "warmup.json": _summary("supervised", 60.0, 59.5, None, 30),
+        "train.json": _summary("imas", 64.25, 62.5, 63.75, 60),
+        "ablate/mean_teacher.json": _summary("mean_teacher", 61.8, 60.4, 61.2, 60),
+        "ablate/no_loss_weight.json": _summary("imas", 63.1, 61.05, 62.9, 60),
+        "evaluate.json": {
+            "class_names": ["background", "zero", "one"],
+            "warmup": {"miou": 70.25, "per_class_iou": [90.0, 50.5, None]},
+            "imas_teacher_best": {"miou": 73.75, "per_class_iou": [92.5, 55.0, None]},
+            "imas_teacher_last": {"miou": 73.0, "per_class_iou": [92.0, 54.0, None]},
+            "imas_student_best": {"miou": 72.0, "per_class_iou": [91.0, 53.0, None]},
+            "imas_student_last": {"miou": 71.5, "per_class_iou": [91.0, 52.0, None]},
+        },
+    }
+    for name, data in files.items():
+        (root / name).write_text(json.dumps(data))
+    # Supervised runs leave the teacher and unlabeled columns empty.
+    sup_rows = [f"{e},0.5,0.5,,,,,0.01,{55 + e}," for e in (1, 2, 3)]
+    (root / "warmup_history.csv").write_text("\n".join([HEADER, *sup_rows]) + "\n")
+    (root / "train_history.csv").write_text(
+        _semi_history([0.612, 0.75, 0.905], [0.55, 0.7, 0.88], 58)
+    )
+    (root / "ablate/mean_teacher_history.csv").write_text(
+        _semi_history([0.6, 0.7, 0.8], [0.5, 0.6, 0.7], 57)
+    )
+    (root / "ablate/no_loss_weight_history.csv").write_text(
+        _semi_history([0.62, 0.74, 0.9], [0.52, 0.69, 0.86], 58)
+    )
+    return root
+
+
+def test_results_table_rows_and_deltas(metrics_dir: Path, tmp_path: Path) -> None:
+    report.build_report(metrics_dir, tmp_path / "reports", FACTS)
+    md = (tmp_path / "reports/results.md").read_text()
+    expected = [
+        "| method | val mIoU (best teacher) | Δ vs SupOnly | last teacher | last student |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        "| SupOnly | 60.00 | — | — | 59.50 |",
+        "| Mean teacher | 61.80 | +1.80 | 61.20 | 60.40 |",
+        "| iMAS w/o loss weighting | 63.10 | +3.10 | 62.90 | 61.05 |",
+        "| iMAS | 64.25 | +4.25 | 63.75 | 62.50 |",
+    ]
+    start = md.index(expected[0])
+    assert md[start:].splitlines()[: len(expected)] == expected
+    per_class = [
+        "| background | 90.00 | 92.50 | +2.50 |",
+        "| zero | 50.50 | 55.00 | +4.50 |",
+        "| one | — | — | — |",
+        "| **mIoU** | 70.25 | 73.75 | +3.50 |",
+    ]
+    for row in per_class:
+        assert row in md.splitlines()
+    assert "| labeled images | 6 |" in md
+    assert "| train iterations | 60 |" in md
+    assert "Reproduce: `dvc repro`" in md
+    assert (
+        "In the iMAS run, mean easiness ē rose from 0.612 (epoch 1) to 0.905 (epoch 3), and the "
+        "confident-pixel ratio rose from 0.550 (epoch 1) to 0.880 (epoch 3)."
+    ) in md
+    for stem in [*PNGS, "qualitative"]:
+        assert f"(figures/{stem}.png)" in md
+
+
+def test_metrics_json_and_csv(metrics_dir: Path, tmp_path: Path) -> None:
+    values = report.build_report(metrics_dir, tmp_path / "reports", FACTS)
+    expected = {
+        "supervised": 60.0,
+        "mean_teacher": 61.8,
+        "ablation.no_loss_weight": 63.1,
+        "imas": 64.25,
+        "gain_over_supervised": 4.25,
+    }
+    assert values == expected
+    assert json.loads((tmp_path / "reports/metrics.json").read_text()) == expected
+    assert (tmp_path / "reports/results.csv").read_text() == (
+        "name,miou,delta\nSupOnly,60.00,0.00\nMean teacher,61.80,1.80\n"
+        "iMAS w/o loss weighting,63.10,3.10\niMAS,64.25,4.25\n"
+    )
+
+
+def test_figures_are_valid_pngs(metrics_dir: Path, tmp_path: Path) -> None:
+    report.build_report(metrics_dir, tmp_path / "reports", FACTS)
+    for stem in PNGS:
+        path = tmp_path / "reports/figures" / f"{stem}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"Software" not in path.read_bytes()  # no matplotlib version in the metadata
+        height, width, _ = imread(path).shape
+        assert height > 100 and width > 100
+
+
+def test_same_inputs_give_byte_identical_outputs(metrics_dir: Path, tmp_path: Path) -> None:
+    for out in ("a", "b"):
+        report.build_report(metrics_dir, tmp_path / out, FACTS)
+    files = sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
+    )
+    assert len(files) == 6
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["warmup.json", "train_history.csv", "evaluate.json", "ablate/no_loss_weight_history.csv"],
+)
+def test_missing_file_is_named_and_nothing_written(
+    metrics_dir: Path, tmp_path: Path, name: str
+) -> None:
+    (metrics_dir / name).unlink()
+    with pytest.raises(
+        report.ReportInputError, match=re.escape(f"{metrics_dir / name}: no such file")
+    ):
+        report.build_report(metrics_dir, tmp_path / "reports", FACTS)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_listed_ablations_are_required_and_others_ignored(
+    metrics_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        report.ReportInputError, match=r"ablate/no_adaptive_cutmix\.json: no such file"
+    ):
+        report.load_inputs(metrics_dir, ["mean_teacher", "no_adaptive_cutmix"])
+    inputs = report.load_inputs(metrics_dir, ["no_loss_weight"])
+    assert [r.name for r in inputs.runs] == ["SupOnly", "iMAS w/o loss weighting", "iMAS"]
+
+
+def test_ablation_names() -> None:
+    assert report.ablation_name("no_adaptive_cutmix") == (
+        "iMAS w/o adaptive CutMix (p=0.5, random pairs)"
+    )
+    assert report.ablation_name("tau_095") == "iMAS ablation: tau_095"
+
+
+def test_malformed_summary_names_file_and_key(metrics_dir: Path, tmp_path: Path) -> None:
+    (metrics_dir / "train.json").write_text(json.dumps({"method": "imas", "miou": 1.0}))
+    with pytest.raises(report.ReportInputError, match=r"train\.json: missing key\(s\) best_epoch"):
+        report.build_report(metrics_dir, tmp_path / "reports", FACTS)
+
+
+def test_qualitative_grid_is_deterministic(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 3, 16, 16), dtype=np.uint8)
+    truth = np.zeros((2, 16, 16), dtype=np.int64)
+    truth[:, 4:10, 4:10] = 2
+    truth[:, 3, 4:10] = 255
+    preds = {"supervised": np.clip(truth, 0, 2), "iMAS": truth % 255}
+    for out in ("a.png", "b.png"):
+        plots.qualitative_grid(tmp_path / out, images, truth, preds, ["bg", "zero", "one"])
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert imread(tmp_path / "a.png").shape[2] == 4
+    with pytest.raises(ValueError, match="iMAS"):
+        plots.qualitative_grid(tmp_path / "c.png", images, truth, {"iMAS": truth[:1]}, ["bg"])
+
+
+def _app() -> typer.Typer:
+    # The stage command alone, so the test does not depend on every other stage importing.
+    app = typer.Typer()
+    app.command()(report.command)
+    return app
+
+
+def _invoke(metrics_dir: Path, out: Path) -> Result:
+    """Run the command with the repo's params.yaml, each of its ablations given a file."""
+    from pipeline.options import params_or_exit
+
+    for name in params_or_exit(REPO / "params.yaml").ablations:
+        for suffix in (".json", "_history.csv"):
+            target = metrics_dir / "ablate" / f"{name}{suffix}"
+            if not target.exists():
+                shutil.copy(metrics_dir / "ablate" / f"no_loss_weight{suffix}", target)
+    args = ["--metrics", str(metrics_dir), "--out", str(out), "--params", str(REPO / "params.yaml")]
+    return CliRunner().invoke(_app(), args)
+
+
+needs_params = pytest.mark.skipif(
+    not (REPO / "params.yaml").is_file(), reason="params.yaml not written yet"
+)
+
+
+@needs_params
+def test_command_missing_file_exits_2(metrics_dir: Path, tmp_path: Path) -> None:
+    (metrics_dir / "evaluate.json").unlink()
+    result = _invoke(metrics_dir, tmp_path / "reports")
+    assert result.exit_code == 2
+    assert f"error: {metrics_dir / 'evaluate.json'}: no such file" in result.output
+    assert not (tmp_path / "reports").exists()
+
+
+@needs_params
+def test_command_writes_report_and_logs_to_mlflow(
+    metrics_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is relative to the cwd
+    result = _invoke(metrics_dir, tmp_path / "reports")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "reports/results.md").read_text()
+    assert "| model backbone |" in md
+    assert json.loads((tmp_path / "reports/metrics.json").read_text())["imas"] == 64.25
+
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert len(runs) == 1
+    assert runs[0].data.metrics["gain_over_supervised"] == 4.25
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id)}
+    assert {"results.md", "results.csv", "metrics.json", "figures"} <= logged
