@@ -22,9 +22,22 @@ class EmbeddedDataConfig(Section):
     train_scenes: int = Field(ge=1, description="scenes in the train pool (labeled + unlabeled)")
     val_scenes: int = Field(ge=1)
     size: int = Field(ge=16, description="square scene side in pixels")
+    digits: tuple[int, ...] = Field(
+        min_length=1, description="MNIST digits that appear; digit digits[k] is class k + 1"
+    )
     digits_per_scene: tuple[int, int] = Field(description="min, max objects per scene")
     digit_size: tuple[int, int] = Field(description="min, max object side in pixels")
     ignore_border: bool = Field(description="255 on anti-aliased object borders, as in VOC")
+
+    @model_validator(mode="after")
+    def _distinct_digits(self) -> EmbeddedDataConfig:
+        if len(set(self.digits)) != len(self.digits) or not all(0 <= d <= 9 for d in self.digits):
+            raise ValueError(f"digits={list(self.digits)} must be distinct values in 0..9")
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        return ["background", *(str(d) for d in self.digits)]
 
 
 class AugConfig(Section):

@@ -34,7 +34,11 @@ def command(
         raise typer.Exit(code=2) from None
     overrides = flatten(cfg.model_dump(mode="json"), prefix="train.")
     summary = run_training(
-        f"ablate:{name}", params, cfg, data=data, split=split,
+        f"ablate:{name}",
+        params,
+        cfg,
+        data=data,
+        split=split,
         out=out or Path(f"models/ablate/{name}.pt"),
         metrics=metrics or Path(f"metrics/ablate/{name}.json"),
         history=history or Path(f"metrics/ablate/{name}_history.csv"),
@@ -42,4 +46,3 @@ def command(
         param_overrides={**overrides, "ablation": name},
     )
     typer.echo(f"ablate {name}: best teacher val mIoU {summary['miou']:.2f}")
-

@@ -8,9 +8,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import typer  # noqa: E402
+import typer
 
-from pipeline import ablate, download, evaluate, report, split, train, warmup  # noqa: E402
+from pipeline import ablate, download, evaluate, report, split, train, warmup
 
 app = typer.Typer(
     help="iMAS semi-supervised segmentation: the stages of the DVC pipeline.",

@@ -68,14 +68,22 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
+        names = self.data.embedded.class_names
+        if self.model.num_classes != len(names):
+            raise ValueError(
+                f"model.num_classes={self.model.num_classes} but data.embedded.digits gives "
+                f"{len(names)} classes ({', '.join(names)})"
+            )
         pool = self.data.embedded.train_scenes
         if self.labeled >= pool:
             raise ValueError(
                 f"labeled={self.labeled} leaves no unlabeled image in the {pool}-scene train pool"
             )
         if self.train.method == "supervised":
-            raise ValueError("train.method must be 'mean_teacher' or 'imas'; "
-                             "the supervised baseline is the warmup stage")
+            raise ValueError(
+                "train.method must be 'mean_teacher' or 'imas'; "
+                "the supervised baseline is the warmup stage"
+            )
         for name in self.ablations:
             self.ablation(name)
         return self
@@ -83,8 +91,10 @@ class Params(Section):
     def ablation(self, name: str) -> SemiParams:
         """The train section with ablation `name`'s overrides merged in, validated."""
         if name not in self.ablations:
-            raise ParamsError(f"ablation {name!r} is not in params.yaml (have: "
-                              f"{', '.join(sorted(self.ablations)) or 'none'})")
+            raise ParamsError(
+                f"ablation {name!r} is not in params.yaml (have: "
+                f"{', '.join(sorted(self.ablations)) or 'none'})"
+            )
         merged = _deep_merge(self.train.model_dump(), self.ablations[name])
         try:
             return SemiParams.model_validate(merged)

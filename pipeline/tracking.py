@@ -43,7 +43,7 @@ class Tracker:
         self.run_id = run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        clean = {k.replace("/", "."): float(v) for k, v in metrics.items()}
+        clean = {k: float(v) for k, v in metrics.items()}
         self._mlflow.log_metrics(clean, step=step)
 
     def log_artifact(self, path: Path | str, folder: str | None = None) -> None:

@@ -10,9 +10,7 @@ import typer
 from pipeline.options import DataOpt, ParamsOpt, SplitOpt, params_or_exit
 from pipeline.training import run_training
 
-InitOpt = Annotated[
-    Path, typer.Option(help="warmup checkpoint (used when train.init is 'warmup')")
-]
+InitOpt = Annotated[Path, typer.Option(help="warmup checkpoint (used when train.init is 'warmup')")]
 
 
 def command(
@@ -29,8 +27,16 @@ def command(
     """Teacher–student training with every adaptive part that params switch on."""
     params = params_or_exit(params_file)
     summary = run_training(
-        "train", params, params.train, data=data, split=split, out=out, metrics=metrics,
-        history=history, init=init if params.train.init == "warmup" else None,
+        "train",
+        params,
+        params.train,
+        data=data,
+        split=split,
+        out=out,
+        metrics=metrics,
+        history=history,
+        init=init if params.train.init == "warmup" else None,
     )
-    typer.echo(f"train: best teacher val mIoU {summary['miou']:.2f} at epoch "
-               f"{summary['best_epoch']}")
+    typer.echo(
+        f"train: best teacher val mIoU {summary['miou']:.2f} at epoch {summary['best_epoch']}"
+    )

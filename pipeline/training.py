@@ -26,8 +26,16 @@ from pipeline.params import Params
 from pipeline.tracking import stage_run
 
 HISTORY_FIELDS = [
-    "epoch", "loss", "loss_x", "loss_u", "easiness", "confident_ratio", "cutmix", "lr",
-    "miou_student", "miou_teacher",
+    "epoch",
+    "loss",
+    "loss_x",
+    "loss_u",
+    "easiness",
+    "confident_ratio",
+    "cutmix",
+    "lr",
+    "miou_student",
+    "miou_teacher",
 ]
 
 

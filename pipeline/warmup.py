@@ -28,7 +28,13 @@ def command(
     """Train the student on labeled images only, with the `warmup` section of params."""
     params = params_or_exit(params_file)
     summary = run_training(
-        "warmup", params, params.warmup, data=data, split=split, out=out, metrics=metrics,
+        "warmup",
+        params,
+        params.warmup,
+        data=data,
+        split=split,
+        out=out,
+        metrics=metrics,
         history=history,
     )
     typer.echo(f"warmup: best val mIoU {summary['miou']:.2f} at epoch {summary['best_epoch']}")

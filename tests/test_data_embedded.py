@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 
 from imas.config import EmbeddedDataConfig
-from imas.data.embedded import CLASSES, generate, load_assets, mnist_source_split, render_scene
+from imas.data.embedded import generate, load_assets, mnist_source_split, render_scene
 from imas.data.splits import read_list
 
 
 def _cfg(**kw) -> EmbeddedDataConfig:
     base = dict(
-        train_scenes=20, val_scenes=10, size=32, digits_per_scene=(1, 3),
+        train_scenes=20, val_scenes=10, size=32, digits=tuple(range(10)), digits_per_scene=(1, 3),
         digit_size=(12, 24), ignore_border=True,
     )  # fmt: skip
     base.update(kw)
@@ -146,8 +146,8 @@ def test_label_pixels_have_digit_colour(built) -> None:
         (digit,) = scene.digits
         fg = scene.mask > 0
         assert fg.any()
-        assert set(np.unique(scene.mask[fg]).tolist()) <= {digit["cls"] + 1, 255}
-        strokes = scene.mask == digit["cls"] + 1
+        assert set(np.unique(scene.mask[fg]).tolist()) <= {digit["cls"], 255}
+        strokes = scene.mask == digit["cls"]
         err = np.abs(scene.image[strokes].astype(float) - np.array(digit["colour"])).mean(axis=1)
         # Intensity ≥ 0.5 blends at least half the digit colour in; most strokes are solid.
         assert np.median(err) < 40
@@ -155,7 +155,21 @@ def test_label_pixels_have_digit_colour(built) -> None:
         outside = np.ones_like(fg)
         outside[y : y + s, x : x + s] = False
         assert not fg[outside].any()
-    assert CLASSES[1] == "0"
+        assert digit["cls"] == digit["digit"] + 1  # all ten digits: class k + 1 is digit k
+
+
+def test_digit_subset_maps_to_consecutive_classes() -> None:
+    cfg = _cfg(digits=(7, 3))
+    assert cfg.class_names == ["background", "7", "3"]
+    seen = set()
+    for i in range(12):
+        for digit in render_scene(cfg, 0, "train", i).digits:
+            assert digit["digit"] in (7, 3)
+            assert digit["cls"] == (1 if digit["digit"] == 7 else 2)
+            seen.add(digit["digit"])
+    assert seen == {3, 7}
+    with pytest.raises(ValueError, match="distinct"):
+        _cfg(digits=(1, 1))
 
 
 def test_written_image_matches_render(built) -> None:

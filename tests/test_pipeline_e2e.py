@@ -13,21 +13,19 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = {
-    ".git",
-    ".venv",
-    "data",
-    "models",
-    "mlflow.db",
-    "mlartifacts",
-    "mlruns",
-    "cache",
-    "tmp",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-    "metrics",
-}
+# Outputs and local state at the top level; nothing the pipeline's inputs need.
+TOP_SKIP = {".git", ".venv", "data", "models", "metrics", "mlflow.db", "mlartifacts", "mlruns",
+            ".pytest_cache", ".ruff_cache"}  # fmt: skip
+
+
+def ignore(folder: str, names: list[str]) -> list[str]:
+    here = Path(folder)
+    skip = {"__pycache__"}
+    if here == ROOT:
+        skip |= TOP_SKIP
+    if here == ROOT / ".dvc":
+        skip |= {"cache", "tmp"}
+    return [n for n in names if n in skip or n.endswith(".egg-info")]
 
 
 def tiny_params(raw: dict) -> dict:
@@ -56,7 +54,7 @@ def run(cmd: list[str], cwd: Path, env: dict) -> str:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     dst = tmp_path_factory.mktemp("repo") / "imas"
-    shutil.copytree(ROOT, dst, ignore=lambda d, names: [n for n in names if n in SKIP])
+    shutil.copytree(ROOT, dst, ignore=ignore)
     (dst / "reports").mkdir(exist_ok=True)
     params = tiny_params(yaml.safe_load((dst / "params.yaml").read_text()))
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

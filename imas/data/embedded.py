@@ -32,7 +32,6 @@ BACKGROUNDS: tuple[str, ...] = (
     "brick", "grass", "gravel", "camera", "moon", "page",
     "coffee", "chelsea", "astronaut", "rocket", "hubble_deep_field",
 )  # fmt: skip
-CLASSES: tuple[str, ...] = ("background", *(str(d) for d in range(10)))
 IGNORE = 255
 _SPLIT_CODE = {"train": 0, "val": 1}
 _VAL_FRACTION = 0.2  # of each digit class's MNIST images, reserved for val scenes
@@ -147,6 +146,7 @@ def render_scene(
     img = _background(rng, assets.backgrounds[int(rng.integers(len(assets.backgrounds)))], size)
     mask = np.zeros((size, size), dtype=np.uint8)
     pool = assets.pools[split]
+    pool = pool[np.isin(assets.labels[pool], cfg.digits)]
     scene = Scene(image=img, mask=mask)
     for _ in range(int(rng.integers(cfg.digits_per_scene[0], cfg.digits_per_scene[1] + 1))):
         src = int(pool[rng.integers(len(pool))])
@@ -163,13 +163,19 @@ def render_scene(
         ok = np.flatnonzero(dist >= _MIN_CONTRAST)
         colour = cand[ok[0] if ok.size else int(np.argmax(dist))]
         region[...] = region * (1.0 - a[..., None]) + colour * a[..., None]
-        cls = int(assets.labels[src])
+        cls = cfg.digits.index(int(assets.labels[src])) + 1
         lab = mask[y : y + side, x : x + side]
-        lab[fg] = cls + 1
+        lab[fg] = cls
         if cfg.ignore_border:
             lab[(a >= 0.15) & ~fg] = IGNORE
         scene.digits.append(
-            {"source": src, "cls": cls, "colour": colour.astype(int).tolist(), "box": (y, x, side)}
+            {
+                "source": src,
+                "digit": int(assets.labels[src]),
+                "cls": cls,
+                "colour": colour.astype(int).tolist(),
+                "box": (y, x, side),
+            }
         )
     scene.image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return scene
@@ -202,13 +208,13 @@ def _write_tree(tmp: Path, cfg: EmbeddedDataConfig, seed: int, progress: bool) -
                 used[split].update(d["source"] for d in scene.digits)
                 bar.update(1)
             write_list(tmp / "ImageSets" / "Segmentation" / f"{split}.txt", ids)
-    (tmp / "classes.json").write_text(json.dumps(list(CLASSES)) + "\n", encoding="utf-8")
+    (tmp / "classes.json").write_text(json.dumps(cfg.class_names) + "\n", encoding="utf-8")
     if used["train"] & used["val"]:  # impossible by construction; guards future edits
         raise RuntimeError("train and val scenes share MNIST source digits")
 
     def freq(c: np.ndarray) -> dict[str, float]:
         total = max(int(c.sum()), 1)
-        out = {name: float(c[k]) / total for k, name in enumerate(CLASSES)}
+        out = {name: float(c[k]) / total for k, name in enumerate(cfg.class_names)}
         out["ignore"] = float(c[IGNORE]) / total
         return out
 
@@ -217,7 +223,7 @@ def _write_tree(tmp: Path, cfg: EmbeddedDataConfig, seed: int, progress: bool) -
         "val_scenes": cfg.val_scenes,
         "size": cfg.size,
         "seed": seed,
-        "num_classes": len(CLASSES),
+        "num_classes": len(cfg.class_names),
         "class_pixel_freq": {s: freq(counts[s]) for s in _SPLIT_CODE},
         "mnist_sources_used": {s: len(used[s]) for s in _SPLIT_CODE},
     }

@@ -1,0 +1,94 @@
+"""Every stage command, in process, on tiny params; and bad params rejected before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["download", "split", "warmup", "train", "ablate", "evaluate", "report"]
+
+
+def tiny(raw: dict) -> dict:
+    raw["labeled"] = 4
+    raw["data"]["embedded"].update(train_scenes=16, val_scenes=6, size=32, digit_size=[12, 20])
+    raw["aug"]["crop"] = 32
+    for section in ("warmup", "train"):
+        raw[section].update(epochs=1, iters_per_epoch=2, batch_labeled=2, batch_unlabeled=2)
+    raw["model"].update(width=4, aspp_channels=8, low_level_channels=4)
+    raw["ablations"] = {"mean_teacher": {"method": "mean_teacher"}}
+    raw["evaluate"].update(batch_size=6, figure_images=2)
+    raw["runtime"].update(progress=False, threads=1)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("cli")
+    raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    (work / "params.yaml").write_text(yaml.safe_dump(raw))
+    return work
+
+
+def invoke(work: Path, monkeypatch: pytest.MonkeyPatch, *args: str):
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_help_lists_every_stage() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for stage in STAGES:
+        assert stage in result.output
+        sub = CliRunner().invoke(app, [stage, "--help"])
+        assert sub.exit_code == 0 and "--params" in sub.output
+
+
+def test_stages_in_order(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke(workdir, monkeypatch, "download")
+    assert result.exit_code == 0, result.output
+    assert len(list((workdir / "data/embedded/JPEGImages").iterdir())) == 22
+    assert json.loads((workdir / "data/embedded/classes.json").read_text())[1] == "0"
+
+    assert invoke(workdir, monkeypatch, "split").exit_code == 0
+    assert (workdir / "data/split/labeled.txt").read_text().count("\n") == 3  # 4 ids
+
+    assert invoke(workdir, monkeypatch, "warmup").exit_code == 0
+    warm = json.loads((workdir / "metrics/warmup.json").read_text())
+    assert warm["method"] == "supervised" and warm["iterations"] == 2
+
+    assert invoke(workdir, monkeypatch, "train").exit_code == 0
+    assert json.loads((workdir / "metrics/train.json").read_text())["method"] == "imas"
+
+    assert invoke(workdir, monkeypatch, "ablate", "mean_teacher").exit_code == 0
+    assert (workdir / "models/ablate/mean_teacher.pt").is_file()
+    missing = invoke(workdir, monkeypatch, "ablate", "no_such")
+    assert missing.exit_code == 2 and "no_such" in missing.output
+
+    assert invoke(workdir, monkeypatch, "evaluate").exit_code == 0
+    assert (workdir / "reports/figures/qualitative.png").is_file()
+
+    result = invoke(workdir, monkeypatch, "report")
+    assert result.exit_code == 0, result.output
+    assert "iMAS" in (workdir / "reports/results.md").read_text()
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_bad_params_exit_nonzero_and_write_nothing(
+    stage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    raw["train"]["tau"] = 1.7
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    args = [stage, "mean_teacher"] if stage == "ablate" else [stage]
+    result = invoke(tmp_path, monkeypatch, *args)
+    assert result.exit_code == 2
+    assert "train.tau" in result.output and "1.7" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
