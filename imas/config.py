@@ -37,7 +37,7 @@ class EmbeddedDataConfig(Section):
 
     @property
     def class_names(self) -> list[str]:
-        return ["background", *(str(d) for d in self.digits)]
+        return ["background", *(f"digit {d}" for d in self.digits)]
 
 
 class AugConfig(Section):

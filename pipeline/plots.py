@@ -98,7 +98,7 @@ def qualitative_grid(
     columns = [("image", None), ("ground truth", gts), *preds.items()]
     palette = voc_palette() / 255.0
     legend = [
-        Patch(facecolor=palette[i], edgecolor="black", linewidth=0.5, label=f"{i} {name}")
+        Patch(facecolor=palette[i], edgecolor="black", linewidth=0.5, label=name)
         for i, name in enumerate(class_names)
     ]
     legend.append(Patch(facecolor="white", edgecolor="black", linewidth=0.5, label="ignore"))

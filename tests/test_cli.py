@@ -55,7 +55,7 @@ def test_stages_in_order(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None
     result = invoke(workdir, monkeypatch, "download")
     assert result.exit_code == 0, result.output
     assert len(list((workdir / "data/embedded/JPEGImages").iterdir())) == 22
-    assert json.loads((workdir / "data/embedded/classes.json").read_text())[1] == "0"
+    assert json.loads((workdir / "data/embedded/classes.json").read_text())[1] == "digit 0"
 
     assert invoke(workdir, monkeypatch, "split").exit_code == 0
     assert (workdir / "data/split/labeled.txt").read_text().count("\n") == 3  # 4 ids

@@ -160,7 +160,7 @@ def test_label_pixels_have_digit_colour(built) -> None:
 
 def test_digit_subset_maps_to_consecutive_classes() -> None:
     cfg = _cfg(digits=(7, 3))
-    assert cfg.class_names == ["background", "7", "3"]
+    assert cfg.class_names == ["background", "digit 7", "digit 3"]
     seen = set()
     for i in range(12):
         for digit in render_scene(cfg, 0, "train", i).digits:
