@@ -65,3 +65,14 @@ def test_cutmix_pastes_partner_pixels_labels_and_confidence() -> None:
 def test_random_partner_is_a_permutation() -> None:
     p = random_partner(10, torch.Generator().manual_seed(0))
     assert sorted(p.tolist()) == list(range(10))
+
+
+def test_partner_matches_rank_reference() -> None:
+    gen = torch.Generator().manual_seed(11)
+    for b in range(1, 12):
+        e = torch.rand(b, generator=gen)
+        ranked = sorted(range(b), key=lambda i: float(e[i]))  # distinct values: no ties
+        want = [0] * b
+        for r, i in enumerate(ranked):
+            want[i] = ranked[b - 1 - r]
+        assert cutmix_partner(e).tolist() == want

@@ -35,3 +35,30 @@ def test_class_only_predicted_counts_as_zero() -> None:
 def test_out_of_range_target_is_an_error() -> None:
     with pytest.raises(ValueError, match="class 5"):
         confusion_matrix(torch.tensor([0]), torch.tensor([5]), 3)
+
+
+def reference_iou(pred: list[int], target: list[int], num_classes: int) -> tuple[list, float]:
+    """Per-class IoU by counting pixels one by one; NaN where a class is in neither map."""
+    per_class = []
+    for c in range(num_classes):
+        pairs = [(p, t) for p, t in zip(pred, target, strict=True) if t != 255]
+        inter = sum(1 for p, t in pairs if p == c and t == c)
+        union = sum(1 for p, t in pairs if p == c or t == c)
+        per_class.append(inter / union if union else float("nan"))
+    present = [v for v in per_class if not math.isnan(v)]
+    return per_class, sum(present) / len(present) if present else float("nan")
+
+
+@pytest.mark.parametrize("num_classes", [1, 2, 5, 21])
+def test_iou_matches_pixel_counting_reference(num_classes: int) -> None:
+    gen = torch.Generator().manual_seed(num_classes)
+    for shape in [(1, 1), (3, 7), (2, 5, 4)]:
+        target = torch.randint(0, num_classes, shape, generator=gen)
+        target[torch.rand(shape, generator=gen) < 0.2] = 255
+        pred = torch.randint(0, num_classes, shape, generator=gen)
+        per_class, miou = iou(confusion_matrix(pred, target, num_classes))
+        want, want_miou = reference_iou(pred.flatten().tolist(), target.flatten().tolist(),
+                                        num_classes)
+        for got, exp in zip(per_class.tolist(), want, strict=True):
+            assert (math.isnan(got) and math.isnan(exp)) or got == pytest.approx(exp)
+        assert (math.isnan(miou) and math.isnan(want_miou)) or miou == pytest.approx(want_miou)

@@ -148,3 +148,24 @@ def test_strong_view_rejects_bad_input() -> None:
         strong_view(_batch().float(), 2, g)
     with pytest.raises(ValueError, match="batch size 6"):
         strong_view(_batch(), 2, g, magnitude_scale=torch.ones(5))
+
+
+@pytest.mark.parametrize("name", [n for n in OP_NAMES if n not in ("blur", "sharpness")])
+def test_pointwise_ops_move_no_pixel(name: str) -> None:
+    # Two colours in a known layout: if geometry were touched, equal inputs would disagree.
+    img = torch.zeros(3, 12, 10, dtype=torch.uint8)
+    img[:] = torch.tensor([40, 90, 160], dtype=torch.uint8).view(3, 1, 1)
+    img[:, 2:7, 3:9] = torch.tensor([220, 30, 120], dtype=torch.uint8).view(3, 1, 1)
+    inside = torch.zeros(12, 10, dtype=torch.bool)
+    inside[2:7, 3:9] = True
+    out = OPS[name](img, 0.8, 1)
+    assert (out[:, inside] == out[:, inside][:, :1]).all()
+    assert (out[:, ~inside] == out[:, ~inside][:, :1]).all()
+
+
+@pytest.mark.parametrize("name", ["blur", "sharpness"])
+def test_filters_keep_a_bright_pixel_in_place(name: str) -> None:
+    img = torch.full((3, 9, 9), 100, dtype=torch.uint8)
+    img[:, 6, 2] = 250
+    out = OPS[name](img, 0.9, 1).float().mean(0)
+    assert divmod(int(out.argmax()), 9) == (6, 2)

@@ -57,3 +57,24 @@ def test_supervised_ignores_255() -> None:
     logits[0, 1, 0, 1] = 100.0  # a confident wrong prediction on an ignored pixel
     target = torch.tensor([[[0, 255]]])
     assert supervised_loss(logits, target).item() == pytest.approx(math.log(2))
+
+
+def test_unsupervised_matches_per_image_reference() -> None:
+    gen = torch.Generator().manual_seed(7)
+    for b, c, h, w in [(1, 2, 1, 1), (3, 4, 5, 2), (2, 21, 3, 3)]:
+        logits = torch.randn(b, c, h, w, generator=gen, dtype=torch.float64)
+        labels = torch.randint(0, c, (b, h, w), generator=gen)
+        conf = torch.rand(b, h, w, generator=gen, dtype=torch.float64)
+        conf[0, 0, 0] = 0.6  # a tie at exactly τ is kept
+        weights = torch.rand(b, generator=gen, dtype=torch.float64)
+        total = 0.0
+        for i in range(b):
+            image = 0.0
+            for y in range(h):
+                for x in range(w):
+                    if conf[i, y, x] >= 0.6:
+                        log_p = torch.log_softmax(logits[i, :, y, x], dim=0)
+                        image += -float(log_p[labels[i, y, x]])
+            total += float(weights[i]) * image / (h * w)
+        got = unsupervised_loss(logits, labels, conf, 0.6, weights)
+        assert got.item() == pytest.approx(total / b, rel=1e-9)
