@@ -57,8 +57,9 @@ def test_iou_matches_pixel_counting_reference(num_classes: int) -> None:
         target[torch.rand(shape, generator=gen) < 0.2] = 255
         pred = torch.randint(0, num_classes, shape, generator=gen)
         per_class, miou = iou(confusion_matrix(pred, target, num_classes))
-        want, want_miou = reference_iou(pred.flatten().tolist(), target.flatten().tolist(),
-                                        num_classes)
+        want, want_miou = reference_iou(
+            pred.flatten().tolist(), target.flatten().tolist(), num_classes
+        )
         for got, exp in zip(per_class.tolist(), want, strict=True):
             assert (math.isnan(got) and math.isnan(exp)) or got == pytest.approx(exp)
         assert (math.isnan(miou) and math.isnan(want_miou)) or miou == pytest.approx(want_miou)
