@@ -1,12 +1,7 @@
-"""What every stage shares: runtime setup, atomic outputs, checkpoints, data loaders."""
+"""What the training and evaluation stages share: runtime setup, checkpoints, data loaders."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +9,7 @@ import torch
 
 from imas.data.splits import read_list
 from imas.data.voc import LabeledDataset, UnlabeledDataset, ValDataset
+from pipeline.outputs import atomic_path
 from pipeline.params import Params, RuntimeParams
 
 
@@ -28,30 +24,6 @@ def setup_runtime(runtime: RuntimeParams, seed: int) -> torch.device:
         # CPU kernels are deterministic with this flag; same seed, same numbers.
         torch.use_deterministic_algorithms(True)
     return torch.device("cuda" if use_cuda else "cpu")
-
-
-@contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it over `path` only if the block succeeds.
-
-    DVC therefore never caches a half-written output, and a failed stage leaves the previous
-    file untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def write_json(path: Path | str, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:

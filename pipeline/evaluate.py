@@ -12,8 +12,9 @@ import typer
 
 from imas.evaluate import evaluate, predict
 from imas.model import build_model
-from pipeline.common import load_checkpoint, setup_runtime, val_loader, write_json
+from pipeline.common import load_checkpoint, setup_runtime, val_loader
 from pipeline.options import DataOpt, ParamsOpt, params_or_exit
+from pipeline.outputs import write_json
 from pipeline.plots import qualitative_grid
 from pipeline.tracking import stage_run
 

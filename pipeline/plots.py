@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.common import atomic_path
+from pipeline.outputs import atomic_path
 
 DPI = 100
 IGNORE = 255

@@ -19,25 +19,13 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from pipeline.common import atomic_path, write_json
 from pipeline.options import ParamsOpt, params_or_exit
+from pipeline.outputs import HISTORY_FIELDS, atomic_path, write_json
 from pipeline.params import Params
 from pipeline.plots import ablation_bars, easiness_curves, training_curves
 from pipeline.tracking import stage_run
 
-# Mirrors pipeline.training.HISTORY_FIELDS; not imported, since that module pulls in torch.
-HISTORY_COLUMNS = [
-    "epoch",
-    "loss",
-    "loss_x",
-    "loss_u",
-    "easiness",
-    "confident_ratio",
-    "cutmix",
-    "lr",
-    "miou_student",
-    "miou_teacher",
-]
+HISTORY_COLUMNS = HISTORY_FIELDS
 SUMMARY_KEYS = ["method", "miou", "best_epoch", "last_miou_student", "iterations"]
 EVALUATED = [
     "warmup",

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from imas.data.splits import make_split, read_list, write_list
-from pipeline.common import atomic_path
 from pipeline.options import DataOpt, ParamsOpt, params_or_exit
+from pipeline.outputs import atomic_path
 from pipeline.tracking import stage_run
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Any
@@ -14,42 +13,15 @@ from imas.evaluate import evaluate
 from imas.model import build_model
 from imas.train import fit, resolve_iters_per_epoch
 from pipeline.common import (
-    atomic_path,
     load_checkpoint,
     save_checkpoint,
     setup_runtime,
     train_loaders,
     val_loader,
-    write_json,
 )
+from pipeline.outputs import write_history, write_json
 from pipeline.params import Params
 from pipeline.tracking import stage_run
-
-HISTORY_FIELDS = [
-    "epoch",
-    "loss",
-    "loss_x",
-    "loss_u",
-    "easiness",
-    "confident_ratio",
-    "cutmix",
-    "lr",
-    "miou_student",
-    "miou_teacher",
-]
-
-
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    """Per-epoch CSV that DVC plots and the report read; mIoU in points (0–100)."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            out = dict(row)
-            for key in ("miou_student", "miou_teacher"):
-                if key in out:
-                    out[key] = round(100 * out[key], 4)
-            writer.writerow({k: out.get(k, "") for k in HISTORY_FIELDS})
 
 
 def run_training(

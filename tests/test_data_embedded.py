@@ -42,7 +42,10 @@ def test_layout_ids_and_counts(built) -> None:
     assert train == [f"train_{i:05d}" for i in range(20)]
     assert val == [f"val_{i:05d}" for i in range(10)]
     assert not (root / "ImageSets/Segmentation/train.txt").read_bytes().endswith(b"\n")
-    assert json.loads((root / "classes.json").read_text()) == ["background", *"0123456789"]
+    assert json.loads((root / "classes.json").read_text()) == [
+        "background",
+        *(f"digit {d}" for d in range(10)),
+    ]
     assert sorted(p.stem for p in (root / "JPEGImages").iterdir()) == train + val
     assert sorted(p.stem for p in (root / "SegmentationClass").iterdir()) == train + val
     assert summary["train_scenes"] == 20 and summary["val_scenes"] == 10
