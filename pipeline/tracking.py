@@ -1,7 +1,7 @@
 """MLflow tracking for the stages: the only module that imports mlflow.
 
 Default tracking is embedded: a sqlite database `mlflow.db` in the working directory (the repo
-root under `dvc repro`), artifacts under `mlartifacts/`. `MLFLOW_TRACKING_URI` points the same
+root under `dvc repro`), artifacts under `mlruns/`. `MLFLOW_TRACKING_URI` points the same
 code at a server. Runs are grouped in one experiment per dataset and named
 `<stage>-<method>-<labeled>-s<seed>`.
 """
@@ -57,12 +57,8 @@ def _experiment_id(mlflow: Any, name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = None
-    if "MLFLOW_TRACKING_URI" not in os.environ:
-        location = (Path.cwd() / "mlartifacts" / name).as_uri()
     return mlflow.create_experiment(
         name,
-        artifact_location=location,
         # MLflow 3 opens untagged experiments in its GenAI view; this marks model training.
         tags={"mlflow.experimentKind": "custom_model_development"},
     )

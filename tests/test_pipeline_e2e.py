@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # Outputs and local state at the top level; nothing the pipeline's inputs need.
-TOP_SKIP = {".git", ".venv", "data", "models", "metrics", "mlflow.db", "mlartifacts", "mlruns",
+TOP_SKIP = {".git", ".venv", "data", "models", "metrics", "mlflow.db", "mlruns",
             ".pytest_cache", ".ruff_cache"}  # fmt: skip
 
 
