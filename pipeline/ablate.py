@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.options import DataOpt, ParamsOpt, SplitOpt, params_or_exit
+from pipeline.options import DataOpt, ParamsOpt, SetOpt, SplitOpt, params_or_exit
 from pipeline.params import ParamsError, flatten
 from pipeline.train import InitOpt
 from pipeline.training import run_training
@@ -24,15 +24,16 @@ def command(
         Path | None, typer.Option(help="per-epoch CSV [metrics/ablate/NAME_history.csv]")
     ] = None,
     params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
 ) -> None:
     """Train with the `train` section overridden by `ablations.NAME`."""
-    params = params_or_exit(params_file)
+    params = params_or_exit(params_file, overrides)
     try:
         cfg = params.ablation(name)
     except ParamsError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
-    overrides = flatten(cfg.model_dump(mode="json"), prefix="train.")
+    switches = flatten(cfg.model_dump(mode="json"), prefix="train.")
     summary = run_training(
         f"ablate:{name}",
         params,
@@ -43,6 +44,6 @@ def command(
         metrics=metrics or Path(f"metrics/ablate/{name}.json"),
         history=history or Path(f"metrics/ablate/{name}_history.csv"),
         init=init if cfg.init == "warmup" else None,
-        param_overrides={**overrides, "ablation": name},
+        param_overrides={**switches, "ablation": name},
     )
     typer.echo(f"ablate {name}: best teacher val mIoU {summary['miou']:.2f}")

@@ -12,16 +12,17 @@ from typing import Annotated
 import typer
 
 from imas.data.embedded import generate
-from pipeline.options import ParamsOpt, params_or_exit
+from pipeline.options import ParamsOpt, SetOpt, params_or_exit
 from pipeline.tracking import stage_run
 
 
 def command(
     out: Annotated[Path, typer.Option(help="dataset root to (re)create")] = Path("data/embedded"),
     params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
 ) -> None:
     """Create the dataset in VOC layout (JPEGImages/, SegmentationClass/, ImageSets/)."""
-    params = params_or_exit(params_file)
+    params = params_or_exit(params_file, overrides)
     with stage_run("download", params, "data") as run:
         summary = generate(
             out, params.data.embedded, params.data.embedded_seed, progress=params.runtime.progress

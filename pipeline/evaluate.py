@@ -13,7 +13,7 @@ import typer
 from imas.evaluate import evaluate, predict
 from imas.model import build_model
 from pipeline.common import load_checkpoint, setup_runtime, val_loader
-from pipeline.options import DataOpt, ParamsOpt, params_or_exit
+from pipeline.options import DataOpt, ParamsOpt, SetOpt, params_or_exit
 from pipeline.outputs import write_json
 from pipeline.plots import qualitative_grid
 from pipeline.tracking import stage_run
@@ -32,9 +32,10 @@ def command(
         "reports/figures/qualitative.png"
     ),
     params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
 ) -> None:
     """Evaluate SupOnly and iMAS (teacher and student; best and last epoch) on val."""
-    params = params_or_exit(params_file)
+    params = params_or_exit(params_file, overrides)
     device = setup_runtime(params.runtime, params.seed)
     n_cls = params.model.num_classes
     loader = val_loader(params, data)

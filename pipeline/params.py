@@ -7,6 +7,8 @@ lives in code. `load_params` fails with the field path and the offending value.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,8 +125,37 @@ def _describe(err: ValidationError, prefix: str = "") -> str:
     return "invalid params:\n" + "\n".join(lines)
 
 
-def load_params(path: Path | str = "params.yaml") -> Params:
-    """Read and validate params.yaml; raise ParamsError naming each bad field and its value."""
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set dotted `key=value` pairs (values parsed as YAML) on a copy of the raw params.
+
+    The same syntax as `dvc exp run -S`; a matrix stage in dvc.yaml passes its cell this way,
+    so the values stay visible in the stage command that DVC tracks.
+    """
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. train.tau=0.9")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ParamsError(f"--set {item!r}: value is not valid YAML: {err}") from None
+        node = out
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                where = ".".join(parts[: depth + 1])
+                raise ParamsError(f"--set {item!r}: {where} is not a section of params")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ParamsError(f"--set {item!r}: {key} is not in params")
+        node[parts[-1]] = value
+    return out
+
+
+def load_params(path: Path | str = "params.yaml", overrides: Sequence[str] = ()) -> Params:
+    """Read and validate params.yaml (with `--set` overrides); raise ParamsError naming each
+    bad field and its value."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -134,6 +165,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
+    raw = apply_overrides(raw, overrides)
     try:
         return Params.model_validate(raw)
     except ValidationError as err:

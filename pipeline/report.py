@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from pipeline.options import ParamsOpt, params_or_exit
+from pipeline.options import ParamsOpt, SetOpt, params_or_exit
 from pipeline.outputs import HISTORY_FIELDS, atomic_path, write_json
 from pipeline.params import Params
 from pipeline.plots import ablation_bars, easiness_curves, training_curves
@@ -331,9 +331,10 @@ def command(
     ),
     out: Annotated[Path, typer.Option(help="report folder")] = Path("reports"),
     params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
 ) -> None:
     """Write results.md, metrics.json, results.csv and the figures from the metrics files."""
-    params = params_or_exit(params_file)
+    params = params_or_exit(params_file, overrides)
     try:
         # Ablations come from params, so a missing one is an error and a stale file is ignored.
         inputs = load_inputs(metrics, list(params.ablations))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from imas.data.splits import make_split, read_list, write_list
-from pipeline.options import DataOpt, ParamsOpt, params_or_exit
+from pipeline.options import DataOpt, ParamsOpt, SetOpt, params_or_exit
 from pipeline.outputs import atomic_path
 from pipeline.tracking import stage_run
 
@@ -19,9 +19,10 @@ def command(
         "data/split"
     ),
     params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
 ) -> None:
     """Draw `labeled` ids from the train pool with `seed`; the rest is unlabeled."""
-    params = params_or_exit(params_file)
+    params = params_or_exit(params_file, overrides)
     pool = read_list(data / "ImageSets" / "Segmentation" / "train.txt")
     labeled, unlabeled = make_split(pool, params.labeled, params.seed)
     with stage_run("split", params, "data") as run:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.options import DataOpt, ParamsOpt, SplitOpt, params_or_exit
+from pipeline.options import DataOpt, ParamsOpt, SetOpt, SplitOpt, params_or_exit
 from pipeline.training import run_training
 
 InitOpt = Annotated[Path, typer.Option(help="warmup checkpoint (used when train.init is 'warmup')")]
@@ -23,9 +23,10 @@ def command(
         "metrics/train_history.csv"
     ),
     params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
 ) -> None:
     """Teacher–student training with every adaptive part that params switch on."""
-    params = params_or_exit(params_file)
+    params = params_or_exit(params_file, overrides)
     summary = run_training(
         "train",
         params,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.options import DataOpt, ParamsOpt, SplitOpt, params_or_exit
+from pipeline.options import DataOpt, ParamsOpt, SetOpt, SplitOpt, params_or_exit
 from pipeline.training import run_training
 
 
@@ -24,9 +24,10 @@ def command(
         "metrics/warmup_history.csv"
     ),
     params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
 ) -> None:
     """Train the student on labeled images only, with the `warmup` section of params."""
-    params = params_or_exit(params_file)
+    params = params_or_exit(params_file, overrides)
     summary = run_training(
         "warmup",
         params,

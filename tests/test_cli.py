@@ -92,3 +92,14 @@ def test_bad_params_exit_nonzero_and_write_nothing(
     assert result.exit_code == 2
     assert "train.tau" in result.output and "1.7" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_set_overrides_reach_the_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert invoke(tmp_path, monkeypatch, "download").exit_code == 0
+    result = invoke(tmp_path, monkeypatch, "split", "--set", "labeled=5", "--set", "seed=2")
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "data/split/labeled.txt").read_text().split("\n")) == 5
+    bad = invoke(tmp_path, monkeypatch, "split", "--set", "labeled=99")
+    assert bad.exit_code == 2 and "labeled=99" in bad.output

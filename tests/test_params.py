@@ -79,3 +79,28 @@ def test_flatten_dotted_keys() -> None:
         "a.c.d": None,
         "e": [1, 2],
     }
+
+
+def test_set_overrides_dotted_keys_with_yaml_values() -> None:
+    params = load_params(
+        ROOT / "params.yaml",
+        ["labeled=183", "train.adaptive.cutmix=fixed", "aug.scale=[1.0, 1.5]", "seed=3"],
+    )
+    assert params.labeled == 183 and params.seed == 3
+    assert params.train.adaptive.cutmix == "fixed" and params.aug.scale == (1.0, 1.5)
+    assert load_params(ROOT / "params.yaml").labeled != 183  # the file is untouched
+
+
+@pytest.mark.parametrize(
+    ("item", "needle"),
+    [
+        ("labeled", "expected KEY=VALUE"),
+        ("train.tua=0.5", "train.tua is not in params"),
+        ("labeled.x=1", "labeled is not a section"),
+        ("train.tau=[", "not valid YAML"),
+        ("train.tau=2", "train.tau"),
+    ],
+)
+def test_bad_set_overrides_are_named(item: str, needle: str) -> None:
+    with pytest.raises(ParamsError, match=needle.replace("[", r"\[")):
+        load_params(ROOT / "params.yaml", [item])
