@@ -10,7 +10,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import typer
 
-from pipeline import ablate, download, evaluate, report, split, train, warmup
+from pipeline import ablate, benchmark, download, evaluate, report, split, train, warmup
 
 app = typer.Typer(
     help="iMAS semi-supervised segmentation: the stages of the DVC pipeline.",
@@ -25,6 +25,7 @@ app.command("train")(train.command)
 app.command("ablate")(ablate.command)
 app.command("evaluate")(evaluate.command)
 app.command("report")(report.command)
+app.command("benchmark")(benchmark.command)
 
 if __name__ == "__main__":
     app()

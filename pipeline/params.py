@@ -81,11 +81,6 @@ class Params(Section):
             raise ValueError(
                 f"labeled={self.labeled} leaves no unlabeled image in the {pool}-scene train pool"
             )
-        if self.train.method == "supervised":
-            raise ValueError(
-                "train.method must be 'mean_teacher' or 'imas'; "
-                "the supervised baseline is the warmup stage"
-            )
         for name in self.ablations:
             self.ablation(name)
         return self
