@@ -17,11 +17,15 @@ import torch
 from torch import Tensor
 
 
+def confident_ratio(confidence: Tensor, threshold: float) -> Tensor:
+    """ρ per image: the fraction of pixels whose max probability `[B, H, W]` is ≥ τ."""
+    return (confidence >= threshold).flatten(1).float().mean(dim=1)
+
+
 def confidence_maps(probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
     """Hard map (argmax over classes) and ratio of pixels with max probability ≥ τ, per image."""
     conf, label = probs.max(dim=1)
-    ratio = (conf >= threshold).flatten(1).float().mean(dim=1)
-    return label, ratio
+    return label, confident_ratio(conf, threshold)
 
 
 def weighted_iou(confusion: Tensor, ignore_index0: bool = True) -> tuple[Tensor, Tensor]:

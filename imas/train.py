@@ -20,7 +20,7 @@ from tqdm import tqdm
 from imas.augment import cutmix, cutmix_boxes, cutmix_partner, mix_views, random_partner
 from imas.config import AdaptiveConfig, TrainConfig
 from imas.data.transforms import normalize
-from imas.hardness import confidence_maps, hardness_from_maps
+from imas.hardness import confidence_maps, confident_ratio, hardness_from_maps
 from imas.intensity import strong_view
 from imas.losses import supervised_loss, unsupervised_loss
 from imas.model import ema_decay, ema_update, make_teacher, param_groups
@@ -100,7 +100,7 @@ def _semi_step(
         p_t = F.softmax(teacher(u_w), dim=1)
         conf, pseudo = p_t.max(dim=1)
         s_map, s_ratio = confidence_maps(p_s, cfg.tau)
-        t_ratio = (conf >= cfg.tau).flatten(1).float().mean(dim=1)
+        t_ratio = confident_ratio(conf, cfg.tau)
         gamma = hardness_from_maps(s_map, pseudo, s_ratio, t_ratio, p_t.shape[1], cfg.ignore_index0)
         e = 1.0 - gamma
         mean_e = float(e.mean())

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.options import DataOpt, ParamsOpt, SetOpt, SplitOpt, params_or_exit
+from pipeline.options import DataOpt, InitOpt, ParamsOpt, SetOpt, SplitOpt, params_or_exit
 from pipeline.params import ParamsError, flatten
-from pipeline.train import InitOpt
 from pipeline.training import run_training
 
 

@@ -14,6 +14,7 @@ ParamsOpt = Annotated[
 ]
 DataOpt = Annotated[Path, typer.Option(help="dataset root in VOC layout")]
 SplitOpt = Annotated[Path, typer.Option(help="folder with labeled.txt and unlabeled.txt")]
+InitOpt = Annotated[Path, typer.Option(help="warmup checkpoint (used when train.init is 'warmup')")]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(

@@ -25,7 +25,6 @@ from pipeline.params import Params
 from pipeline.plots import ablation_bars, easiness_curves, training_curves
 from pipeline.tracking import stage_run
 
-HISTORY_COLUMNS = HISTORY_FIELDS
 SUMMARY_KEYS = ["method", "miou", "best_epoch", "last_miou_student", "iterations"]
 EVALUATED = [
     "warmup",
@@ -106,7 +105,7 @@ def _read_run(key: str, name: str, summary: Path, history: Path, stage: str) -> 
         raise ReportInputError(f"{summary}: missing key(s) {', '.join(missing)}")
     _require(history, stage)
     frame = pd.read_csv(history)
-    missing = [c for c in HISTORY_COLUMNS if c not in frame.columns]
+    missing = [c for c in HISTORY_FIELDS if c not in frame.columns]
     if missing:
         raise ReportInputError(f"{history}: missing column(s) {', '.join(missing)}")
     return Run(key, name, data, frame)

@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.options import DataOpt, ParamsOpt, SetOpt, SplitOpt, params_or_exit
+from pipeline.options import DataOpt, InitOpt, ParamsOpt, SetOpt, SplitOpt, params_or_exit
 from pipeline.training import run_training
-
-InitOpt = Annotated[Path, typer.Option(help="warmup checkpoint (used when train.init is 'warmup')")]
 
 
 def command(

@@ -14,10 +14,11 @@ from matplotlib.image import imread
 from typer.testing import CliRunner, Result
 
 from pipeline import plots, report
+from pipeline.outputs import HISTORY_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS = {"dataset": "embedded", "labeled images": 6, "seed": 0, "model backbone": "tiny"}
-HEADER = ",".join(report.HISTORY_COLUMNS)
+HEADER = ",".join(HISTORY_FIELDS)
 PNGS = ["training_curves", "easiness", "ablation_bars"]
 
 
