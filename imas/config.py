@@ -28,6 +28,9 @@ class EmbeddedDataConfig(Section):
     digits_per_scene: tuple[int, int] = Field(description="min, max objects per scene")
     digit_size: tuple[int, int] = Field(description="min, max object side in pixels")
     ignore_border: bool = Field(description="255 on anti-aliased object borders, as in VOC")
+    stroke: int = Field(
+        default=0, ge=0, le=4, description="pixels added to each side of a digit's strokes"
+    )
 
     @model_validator(mode="after")
     def _distinct_digits(self) -> EmbeddedDataConfig:

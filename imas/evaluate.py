@@ -21,8 +21,12 @@ def confusion_matrix(
     keep = target != ignore_index
     t = target[keep].long()
     p = pred[keep].long()
-    if t.numel() and (int(t.max()) >= num_classes or int(t.min()) < 0):
-        raise ValueError(f"target holds class {int(t.max())} outside 0..{num_classes - 1}")
+    # An out-of-range value would not fail: t·C + p lands in another cell and the mIoU is
+    # silently wrong (e.g. a model with more outputs than num_classes). Check both maps.
+    for name, values in (("target", t), ("prediction", p)):
+        bad = values[(values < 0) | (values >= num_classes)]
+        if bad.numel():
+            raise ValueError(f"{name} holds class {int(bad[0])} outside 0..{num_classes - 1}")
     bins = torch.bincount(t * num_classes + p, minlength=num_classes * num_classes)
     return bins.view(num_classes, num_classes)
 

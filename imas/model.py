@@ -226,17 +226,17 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 
 def ema_decay(step: int, iters_per_epoch: int, cap: float) -> float:
-    """EMA decay after global iteration `step` (counted from 0), the authors' released rule.
+    """EMA decay after global iteration `step` (counted from 0), as SPEC §6 states it.
 
     Epoch 0 (step < iters_per_epoch): 0, the teacher is a copy of the student. Afterwards
-    min(1 − 1/(t + 1), cap) with t = step, i.e. counted from the start of training: iMAS's
-    train_semi.py computes 1 − 1/(i_iter − L·sup_only_epoch + 1) with sup_only_epoch = 0 in all
-    released configs and logs, and switches it on only when epoch > sup_only_epoch. So the first
-    post-warm update already uses 1 − 1/(L + 1); with L ≥ 249 and cap 0.996 that is the cap.
+    min(1 − 1/(t + 1), cap) with t = step − iters_per_epoch, counted from the start of epoch 1
+    (the U2PL-family rule 1 − 1/(i_iter − L·sup_only_epoch + 1) with one copy epoch), so the
+    teacher follows the student closely for the first iterations of epoch 1 and reaches the cap
+    after 1/(1 − cap) − 1 of them (249 for 0.996).
     """
     if step < iters_per_epoch:
         return 0.0
-    return min(1.0 - 1.0 / (step + 1), cap)
+    return min(1.0 - 1.0 / (step - iters_per_epoch + 1), cap)
 
 
 @torch.no_grad()

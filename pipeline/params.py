@@ -53,6 +53,25 @@ class RuntimeParams(Section):
     threads: int = Field(ge=1)
     num_workers: int = Field(ge=0)
     progress: bool
+    experiment: str | None = Field(
+        default=None, min_length=1, description="MLflow experiment; null: imas-<dataset>"
+    )
+
+
+class BenchmarkParams(Section):
+    """The grid of benchmarks/ssl/dvc.yaml: every label count × seed × method is one run."""
+
+    labeled: list[int] = Field(min_length=1, description="label counts, smallest first")
+    seeds: list[int] = Field(min_length=1)
+    methods: list[Literal["supervised", "mean_teacher", "imas"]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> BenchmarkParams:
+        for name in ("labeled", "seeds", "methods"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"benchmark.{name}={values} repeats a value")
+        return self
 
 
 class Params(Section):
@@ -67,6 +86,7 @@ class Params(Section):
     ablations: dict[str, dict[str, Any]]
     evaluate: EvaluateParams
     runtime: RuntimeParams
+    benchmark: BenchmarkParams | None = None  # only the SSL benchmark's params file has one
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:

@@ -1,9 +1,9 @@
 """MLflow tracking for the stages: the only module that imports mlflow.
 
-Default tracking is embedded: a sqlite database `mlflow.db` in the working directory (the repo
-root under `dvc repro`), artifacts under `mlruns/`. `MLFLOW_TRACKING_URI` points the same
-code at a server. Runs are grouped in one experiment per dataset and named
-`<stage>-<method>-<labeled>-s<seed>`.
+Default tracking is embedded: a sqlite database `mlflow.db` at the root of the DVC project that
+holds the working directory (so the main pipeline and benchmarks/ssl share one store), artifacts
+under `mlruns/`. `MLFLOW_TRACKING_URI` points the same code at a server. Runs are grouped in one
+experiment per dataset (or `runtime.experiment`) and named `<stage>-<method>-<labeled>-s<seed>`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,17 @@ from pipeline.params import Params, flatten
 _PARAM_BATCH = 100
 
 
+def store_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) holding `.dvc`, else `start`."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+    return start
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
 
 
 def _git_commit() -> str | None:
@@ -53,12 +62,13 @@ class Tracker:
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
-def _experiment_id(mlflow: Any, name: str) -> str:
+def _experiment_id(mlflow: Any, name: str, artifact_location: str | None) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     return mlflow.create_experiment(
         name,
+        artifact_location=artifact_location,
         # MLflow 3 opens untagged experiments in its GenAI view; this marks model training.
         tags={"mlflow.experimentKind": "custom_model_development"},
     )
@@ -82,8 +92,13 @@ def stage_run(
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
+    # Beside the default store, not under whichever folder first created the experiment. Read
+    # before set_tracking_uri, which exports MLFLOW_TRACKING_URI itself.
+    own_store = not os.environ.get("MLFLOW_TRACKING_URI")
+    location = (store_root() / "mlruns").as_uri() if own_store else None
     mlflow.set_tracking_uri(tracking_uri())
-    experiment = _experiment_id(mlflow, f"imas-{params.dataset}")
+    name = params.runtime.experiment or f"imas-{params.dataset}"
+    experiment = _experiment_id(mlflow, name, location)
     run_name = f"{stage}-{method}-{params.labeled}-s{params.seed}"
     all_tags = {
         "stage": stage,

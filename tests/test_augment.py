@@ -76,3 +76,19 @@ def test_partner_matches_rank_reference() -> None:
         for r, i in enumerate(ranked):
             want[i] = ranked[b - 1 - r]
         assert cutmix_partner(e).tolist() == want
+
+
+def test_partner_dtype_and_ties_match_stable_rank_reference() -> None:
+    # Easiness is often tied (e.g. all-background images share γ = 1): ties keep batch order.
+    gen = torch.Generator().manual_seed(12)
+    for b in range(1, 10):
+        e = torch.randint(0, 3, (b,), generator=gen).float() / 2  # values in {0, 0.5, 1}
+        ranked = sorted(range(b), key=lambda i: float(e[i]))  # Python's sort is stable
+        want = [0] * b
+        for r, i in enumerate(ranked):
+            want[i] = ranked[b - 1 - r]
+        before = e.clone()
+        got = cutmix_partner(e)
+        assert got.dtype == torch.int64 and got.shape == (b,)
+        assert got.tolist() == want
+        assert torch.equal(e, before)

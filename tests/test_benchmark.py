@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.benchmark import BenchmarkError, collect, render_markdown
+from pipeline.benchmark import BenchmarkError, collect, dynamics, load_histories, render_markdown
 from pipeline.cli import app
 
 RUNS = {
@@ -25,6 +25,14 @@ def write_runs(root: Path, runs=RUNS) -> Path:
         folder.mkdir(parents=True)
         for method, miou in by_method.items():
             (folder / f"{method}.json").write_text(json.dumps({"method": method, "miou": miou}))
+            # iMAS's ē rises 0.5 → 0.7 (seed 0) and 0.6 → 0.8 (seed 1); the ratio falls for 366.
+            e0 = 0.5 + 0.1 * seed
+            ratio = (0.9, 0.8) if labeled == 366 else (0.7, 0.9)
+            rows = ["epoch,loss_x,easiness,confident_ratio,miou_teacher"]
+            rows += [f"0,1.0,{e0},{ratio[0]},{miou - 2}", f"1,0.5,{e0 + 0.2},{ratio[1]},{miou}"]
+            if method == "supervised":
+                rows = ["epoch,loss_x,miou_student", f"0,1.0,{miou - 1}", f"1,0.5,{miou}"]
+            (folder / f"{method}_history.csv").write_text("\n".join(rows) + "\n")
     return root
 
 
@@ -63,3 +71,36 @@ def test_command_writes_json_and_markdown(tmp_path: Path) -> None:
     (root / "92-s0" / "supervised.json").write_text('{"method": "imas", "miou": 1}')
     bad = CliRunner().invoke(app, args)
     assert bad.exit_code == 2 and "supervised.json" in bad.output
+
+
+def test_dynamics_first_last_means_and_verdict(tmp_path: Path) -> None:
+    root = write_runs(tmp_path / "results")
+    table = collect(root)
+    dyn = dynamics(load_histories(root, table))
+    assert dyn["92"]["easiness"] == {"first": 0.55, "last": 0.75}
+    assert dyn["92"]["confident_ratio"] == {"first": 0.7, "last": 0.9}
+    assert dyn["366"]["confident_ratio"] == {"first": 0.9, "last": 0.8}
+    text = render_markdown(table, dyn)
+    assert "| 92 | 0.550 → 0.750 | 0.700 → 0.900 | yes |" in text
+    assert "| 366 | 0.550 → 0.750 | 0.900 → 0.800 | no |" in text
+
+
+def test_missing_history_is_named(tmp_path: Path) -> None:
+    root = write_runs(tmp_path / "results")
+    (root / "92-s1" / "mean_teacher_history.csv").unlink()
+    with pytest.raises(BenchmarkError, match=r"92-s1/mean_teacher_history\.csv: no such file"):
+        load_histories(root, collect(root))
+
+
+def test_command_figure_and_relative_link(tmp_path: Path) -> None:
+    root = write_runs(tmp_path / "results")
+    out, md = tmp_path / "r" / "ssl.json", tmp_path / "r" / "ssl.md"
+    fig = tmp_path / "r" / "figures" / "dyn.png"
+    args = ["benchmark", "--results", str(root), "--out", str(out), "--markdown", str(md)]
+    result = CliRunner().invoke(app, [*args, "--figure", str(fig)])
+    assert result.exit_code == 0, result.output
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](figures/dyn.png)" in md.read_text()
+    first = (out.read_bytes(), md.read_bytes(), fig.read_bytes())
+    assert CliRunner().invoke(app, [*args, "--figure", str(fig)]).exit_code == 0
+    assert (out.read_bytes(), md.read_bytes(), fig.read_bytes()) == first

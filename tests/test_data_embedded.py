@@ -191,3 +191,19 @@ def test_bad_config_rejected(tmp_path) -> None:
     with pytest.raises(ValueError, match="seed=-1"):
         generate(tmp_path / "x", _cfg(), seed=-1)
     assert not list(tmp_path.iterdir())
+
+
+def test_stroke_thickens_digits_and_keeps_the_layout() -> None:
+    thin, bold = (render_scene(_cfg(stroke=s), 0, "train", 3) for s in (0, 2))
+    # Same draws (source, colour, box); only the alpha is dilated, so the label grows.
+    assert [d["box"] for d in thin.digits] == [d["box"] for d in bold.digits]
+    assert [d["source"] for d in thin.digits] == [d["source"] for d in bold.digits]
+    fg_thin = (thin.mask > 0) & (thin.mask != 255)
+    fg_bold = (bold.mask > 0) & (bold.mask != 255)
+    assert fg_bold.sum() > 1.5 * fg_thin.sum()
+    # With one digit, every thin stroke pixel stays that digit when bolded.
+    single = _cfg(digits_per_scene=(1, 1))
+    a, b = (render_scene(single.model_copy(update={"stroke": s}), 0, "train", 5) for s in (0, 1))
+    assert np.all(b.mask[a.mask == a.digits[0]["cls"]] == a.digits[0]["cls"])
+    with pytest.raises(ValueError, match="stroke"):
+        _cfg(stroke=5)

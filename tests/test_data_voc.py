@@ -212,3 +212,17 @@ def test_normalize_roundtrip_any_rank() -> None:
     assert abs(normalize(torch.full((3, 1, 1), 124, dtype=torch.uint8))[0].item()) < 0.01
     with pytest.raises(ValueError, match=r"uint8"):
         normalize(x.float())
+
+
+def test_unlabeled_item_is_one_weak_crop(root) -> None:
+    # The strong view is derived later from this tensor, so an item must be exactly one weak
+    # transform of the image: a second, independent crop here would break pixel alignment.
+    unl = UnlabeledDataset(root, ["s2"], AUG)
+    torch.manual_seed(9)
+    item = unl[0]
+    after = torch.rand(())
+    torch.manual_seed(9)
+    want, mask = weak_transform(read_image(root / "JPEGImages/s2.jpg"), None, AUG)
+    assert isinstance(item, torch.Tensor) and mask is None
+    assert torch.equal(item, want)
+    assert torch.equal(after, torch.rand(()))  # no further random draws (e.g. a second crop)

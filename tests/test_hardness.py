@@ -113,3 +113,118 @@ def test_range_and_easiness_from_probabilities() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="differ in shape"):
         hardness(torch.rand(1, 2, 3, 3), torch.rand(1, 2, 3, 4), 0.5)
+
+
+def _probs_from(labels: list[int], confs: list[float], num_classes: int) -> torch.Tensor:
+    """Probabilities [1, C, 1, N]: max `conf` at `label`, the rest shared equally (all < conf)."""
+    p = torch.empty(1, num_classes, 1, len(labels))
+    for j, (label, conf) in enumerate(zip(labels, confs, strict=True)):
+        p[0, :, 0, j] = (1 - conf) / (num_classes - 1)
+        p[0, label, 0, j] = conf
+    return p
+
+
+def test_hand_computed_from_probabilities_pairs_each_ratio_with_its_own_map() -> None:
+    # teacher [1,1,1,2], student [1,1,2,2]: IoU_1 = 2/3, IoU_2 = 1/2.
+    # wIoU(t, s) = 3/4·2/3 + 1/4·1/2 = 5/8; wIoU(s, t) = 2/4·2/3 + 2/4·1/2 = 7/12.
+    # ρ_t = 1 (every max exactly τ = 0.75, a tie that must count); ρ_s = 1/2.
+    # γ = 1 − ½(1·5/8 + ½·7/12) = 13/24; pairing the ratios the other way round gives 53/96.
+    for num_classes in (3, 8):  # classes 3..7 are absent from both maps and must drop out
+        teacher = _probs_from([1, 1, 1, 2], [0.75] * 4, num_classes)
+        student = _probs_from([1, 1, 2, 2], [0.75, 0.9, 0.5, 0.6], num_classes)
+        g = hardness(student, teacher, threshold=0.75)
+        assert g.item() == pytest.approx(13 / 24, abs=1e-7)
+        assert easiness(student, teacher, 0.75).item() == pytest.approx(11 / 24, abs=1e-7)
+
+
+def reference_from_probs(
+    p_s: torch.Tensor, p_t: torch.Tensor, tau: float, ignore0: bool
+) -> list[float]:
+    """γ per image straight from SPEC §2: pixel-by-pixel argmax and `max ≥ τ` in Python."""
+    out = []
+    for i in range(p_s.shape[0]):
+        maps, ratios = [], []
+        for p in (p_s[i], p_t[i]):
+            pixels = p.flatten(1).t().tolist()  # [HW][C]
+            maps.append([row.index(max(row)) for row in pixels])  # first max, like torch
+            ratios.append(sum(max(row) >= tau for row in pixels) / len(pixels))
+        s, t = maps
+        c = p_s.shape[1]
+        w_t, w_s = reference_wiou(t, s, c, ignore0), reference_wiou(s, t, c, ignore0)
+        out.append(1 - 0.5 * (ratios[1] * w_t + ratios[0] * w_s))
+    return out
+
+
+def _image(labels: torch.Tensor, conf: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Probabilities [C, H, W] with max `conf` (exactly, in float32) at `labels`."""
+    p = ((1 - conf) / (num_classes - 1)).expand(num_classes, *labels.shape).clone()
+    return p.scatter(0, labels[None], conf[None])
+
+
+def _batch_with_edge_cases(
+    num_classes: int, h: int, w: int, tau: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student and teacher probabilities [6, C, h, w], one edge case per image."""
+    c, lo = num_classes, 1 / num_classes + 0.01  # conf > 1/C keeps the argmax unique
+
+    def labels(high: int = c) -> torch.Tensor:
+        return torch.randint(0, high, (h, w), generator=gen)
+
+    def confs(below_tau: bool = False) -> torch.Tensor:
+        top = tau if below_tau else 1.0
+        conf = lo + (top - lo) * torch.rand(h, w, generator=gen) * 0.999
+        if not below_tau:  # a quarter of the pixels sit exactly on τ
+            conf[torch.rand(h, w, generator=gen) < 0.25] = tau
+        return conf
+
+    zeros = torch.zeros(h, w, dtype=torch.long)
+    random_s = torch.rand(c, h, w, generator=gen).mul(4).softmax(0)
+    same = _image(labels(), confs(), c)
+    pairs = [
+        (random_s, torch.rand(c, h, w, generator=gen).mul(4).softmax(0)),  # plain softmax
+        (same, same),  # identical maps
+        (_image(labels(), confs(), c), _image(zeros, confs(), c)),  # teacher all class 0
+        (_image(zeros + c - 1, confs(), c), _image(zeros + c - 1, confs(), c)),  # one class
+        (_image(labels(2), confs(True), c), _image(labels(2), confs(), c)),  # ρ_s = 0
+        (_image(zeros, confs(), c), _image(zeros, confs(), c)),  # both all class 0
+    ]
+    return torch.stack([s for s, _ in pairs]), torch.stack([t for _, t in pairs])
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 5, 11, 21])
+def test_hardness_from_probabilities_matches_per_image_reference(num_classes: int) -> None:
+    gen = torch.Generator().manual_seed(100 + num_classes)
+    # τ = 0.5 and 0.75 are exact in float32, so "max == τ" is a real tie; with C = 2 a max of
+    # 0.5 would tie the argmax as well, so that case uses 0.75 only.
+    taus = [0.75] if num_classes == 2 else [0.5, 0.75]
+    for tau in taus:
+        for h, w in [(1, 1), (1, 7), (5, 2), (6, 6)]:
+            p_s, p_t = _batch_with_edge_cases(num_classes, h, w, tau, gen)
+            for ignore0 in (True, False):
+                got = hardness(p_s, p_t, tau, ignore0)
+                want = reference_from_probs(p_s, p_t, tau, ignore0)
+                assert got.shape == (6,) and got.dtype == torch.float32
+                for g, wv in zip(got.tolist(), want, strict=True):
+                    assert math.isclose(g, wv, abs_tol=1e-6), (tau, h, w, ignore0)
+                assert torch.equal(easiness(p_s, p_t, tau, ignore0), 1 - got)
+    # The edge cases really are edge cases (else the reference comparison proves little).
+    p_s, p_t = _batch_with_edge_cases(num_classes, 4, 4, 0.75, gen)
+    g = hardness(p_s, p_t, 0.75).tolist()
+    rho_s, rho_t = ((p.amax(1) >= 0.75).flatten(1).float().mean(1).tolist() for p in (p_s, p_t))
+    assert 0 < rho_s[1] < 1 and g[1] == pytest.approx(1 - rho_s[1])  # wIoU = 1 both ways
+    assert g[3] == pytest.approx(1 - 0.5 * (rho_s[3] + rho_t[3]))  # one shared class
+    assert rho_s[4] == 0.0 and rho_t[4] > 0  # nothing confident: the student term vanishes
+    assert g[5] == 1.0  # all class 0 on both sides: wIoU = 0 under ignore_index0
+
+
+def test_hardness_has_no_python_loop() -> None:
+    # SPEC §2 asks for one bincount over the batch; a loop over images or classes would pass
+    # the value tests but not scale to a real batch.
+    import ast
+    import inspect
+
+    import imas.hardness as module
+
+    tree = ast.parse(inspect.getsource(module))
+    loops = [n for n in ast.walk(tree) if isinstance(n, ast.For | ast.While | ast.comprehension)]
+    assert loops == []

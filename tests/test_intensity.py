@@ -163,10 +163,50 @@ def test_pointwise_ops_move_no_pixel(name: str) -> None:
     assert (out[:, ~inside] == out[:, ~inside][:, :1]).all()
 
 
-@pytest.mark.parametrize("name", ["blur", "sharpness"])
-def test_filters_keep_a_bright_pixel_in_place(name: str) -> None:
-    # Far from the borders: reflect padding would otherwise add a mirrored copy nearby.
-    img = torch.full((3, 21, 21), 100, dtype=torch.uint8)
-    img[:, 12, 8] = 250
-    out = OPS[name](img, 0.9, 1).float().mean(0)
-    assert divmod(int(out.argmax()), 21) == (12, 8)
+def _marker_image(row: int, col: int, size: int = 32) -> torch.Tensor:
+    """A coloured background with one bright marker pixel (far enough from the borders that
+    reflect padding in blur/sharpness never sees the marker)."""
+    img = torch.empty(3, size, size, dtype=torch.uint8)
+    img[:] = torch.tensor([60, 90, 120], dtype=torch.uint8).view(3, 1, 1)
+    img[:, row, col] = torch.tensor([250, 240, 230], dtype=torch.uint8)
+    return img
+
+
+def _deviation(out: torch.Tensor) -> torch.Tensor:
+    """Per-pixel distance from the (untouched) background value in the top-left corner."""
+    return (out.int() - out[:, :1, :1].int()).abs().sum(0)
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_every_op_keeps_the_marker_in_place_at_any_magnitude(name: str) -> None:
+    img = _marker_image(12, 8, size=21)
+    for u in (0.0, 0.5, 0.999):
+        for sign in (1, -1):
+            d = _deviation(OPS[name](img, u, sign))
+            if name in ("blur", "sharpness"):  # filters spread it, but the peak stays put
+                assert divmod(int(d.argmax()), 21) == (12, 8), (u, sign)
+                assert (d == d.max()).sum() == 1, (u, sign)
+            else:  # pointwise ops: the marker is the only pixel unlike the background
+                assert d.nonzero().tolist() == [[12, 8]], (u, sign)
+
+
+def test_strong_view_keeps_markers_in_place() -> None:
+    # Whatever ops are drawn, the deviation from the background stays point-symmetric about the
+    # marker (pointwise maps and symmetric kernels), so its centroid is the marker; a flip,
+    # crop or shift would move it. Ops such as equalize→solarize may erase the marker, so
+    # only images where it survives are checked, and most must.
+    positions = [(13, 14), (18, 13), (15, 18), (16, 16)]
+    batch = torch.stack([_marker_image(r, c) for r, c in positions])
+    grid = torch.stack(torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")).double()
+    checked = 0
+    for seed in range(5):
+        for k in (2, 3):
+            out = strong_view(batch, k, torch.Generator().manual_seed(seed))
+            for img, pos in zip(out, positions, strict=True):
+                d = _deviation(img).double()
+                if d.sum() == 0:
+                    continue
+                centroid = (grid * d).flatten(1).sum(1) / d.sum()
+                assert torch.allclose(centroid, torch.tensor(pos).double(), atol=0.25), seed
+                checked += 1
+    assert checked >= 30

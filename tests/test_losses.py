@@ -78,3 +78,78 @@ def test_unsupervised_matches_per_image_reference() -> None:
             total += float(weights[i]) * image / (h * w)
         got = unsupervised_loss(logits, labels, conf, 0.6, weights)
         assert got.item() == pytest.approx(total / b, rel=1e-9)
+
+
+def test_no_confident_pixel_gives_zero_loss_and_zero_gradient() -> None:
+    logits = torch.randn(2, 3, 2, 5, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 2, 5))
+    conf = torch.full((2, 2, 5), 0.74)
+    loss = unsupervised_loss(logits, labels, conf, 0.75, torch.tensor([0.3, 1.0]))
+    assert loss.item() == 0.0  # an empty mask is 0, not 0/0 = NaN
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_inputs_unchanged_bit_for_bit_after_forward_and_backward() -> None:
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 4, 5, 2, generator=gen).requires_grad_()
+    labels = torch.randint(0, 4, (3, 5, 2), generator=gen)
+    conf = torch.rand(3, 5, 2, generator=gen)
+    conf[0, 0, 0] = 0.5
+    weights = torch.rand(3, generator=gen).requires_grad_()  # e.g. easiness still in a graph
+    inputs = (logits, labels, conf, weights)
+    copies = [t.detach().clone() for t in inputs]
+    loss = unsupervised_loss(logits, labels, conf, 0.5, weights)
+    loss.backward()
+    for name, t, c in zip(("logits", "labels", "conf", "weights"), inputs, copies, strict=True):
+        assert torch.equal(t.detach(), c), name
+        assert t.dtype == c.dtype, name
+    assert weights.grad is None and logits.grad is not None
+
+
+def reference_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    conf: torch.Tensor,
+    tau: float,
+    weights: torch.Tensor | None,
+) -> float:
+    """SPEC §5 pixel by pixel in float64 Python: log-sum-exp CE, zero for unconfident pixels."""
+    b, c, h, w = logits.shape
+    z_all = logits.detach().tolist()
+    total = 0.0
+    for i in range(b):
+        image = 0.0
+        for y in range(h):
+            for x in range(w):
+                if float(conf[i, y, x]) >= tau:
+                    z = [z_all[i][k][y][x] for k in range(c)]
+                    top = max(z)
+                    lse = top + math.log(sum(math.exp(v - top) for v in z))
+                    image += lse - z[int(labels[i, y, x])]
+        total += (1.0 if weights is None else float(weights[i])) * image / (h * w)
+    return total / b
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 7, 21])
+def test_float32_loss_matches_reference_with_ties_and_empty_masks(num_classes: int) -> None:
+    gen = torch.Generator().manual_seed(20 + num_classes)
+    for tau in (0.5, 0.75):  # exact in float32: conf == τ is a true tie
+        for b, h, w in [(1, 1, 1), (2, 1, 6), (3, 4, 2), (4, 5, 5)]:
+            logits = (3 * torch.randn(b, num_classes, h, w, generator=gen)).requires_grad_()
+            labels = torch.randint(0, num_classes, (b, h, w), generator=gen)
+            conf = torch.rand(b, h, w, generator=gen)
+            conf[torch.rand(b, h, w, generator=gen) < 0.3] = tau
+            conf[-1] = tau - 0.01  # last image: no confident pixel
+            if b > 1:
+                labels[0] = num_classes - 1  # a one-class pseudo-label map
+            weights = torch.rand(b, generator=gen)
+            for wts in (weights, None):
+                got = unsupervised_loss(logits, labels, conf, tau, wts)
+                want = reference_loss(logits, labels, conf, tau, wts)
+                assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-7), (tau, b, h, w)
+            # masked pixels contribute nothing, not even a gradient
+            logits.grad = None
+            unsupervised_loss(logits, labels, conf, tau, weights).backward()
+            masked = (conf < tau)[:, None].expand_as(logits)
+            assert torch.equal(logits.grad[masked], torch.zeros(int(masked.sum())))

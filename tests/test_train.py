@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
+from torch import nn
 
+import imas.train
 from imas.config import AdaptiveConfig, ModelConfig, TrainConfig
+from imas.data.transforms import normalize
 from imas.evaluate import evaluate
 from imas.model import build_model
 from imas.train import fit, resolve_iters_per_epoch
@@ -163,3 +169,97 @@ def test_iters_per_epoch_is_one_unlabeled_pass() -> None:
     assert resolve_iters_per_epoch(cfg, 100) == 12
     with pytest.raises(ValueError, match="batch_unlabeled=8"):
         resolve_iters_per_epoch(cfg, 5)
+
+
+class PixelNet(nn.Module):
+    """Per-pixel classifier with a BatchNorm: all `fit` needs (a `.backbone`, logits at input
+    size, buffers for the EMA) at a cost of milliseconds per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU())
+        self.classifier = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(x))
+
+
+def fit_pixelnet(cfg: TrainConfig, student: nn.Module | None = None) -> list[torch.Tensor]:
+    """Run `fit` on fixed batches (lists stand in for loaders); returns the unlabeled batches."""
+    torch.manual_seed(0)
+    lab, unl = Squares(4, True, 1), Squares(8, False, 2)
+    labeled = [(lab.images[i : i + 2], lab.masks[i : i + 2]) for i in (0, 2)]
+    unlabeled = [unl.images[i : i + 4] for i in (0, 4)]
+    fit(
+        student or PixelNet(),
+        labeled,
+        unlabeled,
+        cfg,
+        strong_ops=2,
+        iters_per_epoch=cfg.iters_per_epoch,
+        evaluate_fn=lambda m: 0.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return unlabeled
+
+
+def test_fit_applies_the_ema_schedule_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    decays: list[float] = []
+    real_update = imas.train.ema_update
+
+    def spy(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+        decays.append(decay)
+        real_update(teacher, student, decay)
+
+    monkeypatch.setattr(imas.train, "ema_update", spy)
+    update = {"epochs": 3, "iters_per_epoch": 2, "ema_decay": 0.7}
+    fit_pixelnet(config("imas", cutmix="off").model_copy(update=update))
+    # Epoch 0 copies; then min(1 − 1/(t + 1), cap) with t the global step (the released code).
+    assert decays == [0.0, 0.0, 0.0, 0.5, 1 - 1 / 3, 0.7]
+
+
+def test_strong_and_cutmix_views_are_made_from_the_loaders_weak_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pixel alignment of û_s and u_w holds only if the strong view is computed from the very
+    # weak tensor the loader produced (same crop/scale/flip), never from a second crop.
+    seen: dict[str, list[tuple[tuple, Any]]] = {"strong": [], "mix": [], "cutmix": []}
+
+    def recorder(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            out = fn(*args, **kwargs)
+            seen[name].append((args, out))
+            return out
+
+        return wrapped
+
+    monkeypatch.setattr(imas.train, "strong_view", recorder("strong", imas.train.strong_view))
+    monkeypatch.setattr(imas.train, "mix_views", recorder("mix", imas.train.mix_views))
+    monkeypatch.setattr(imas.train, "cutmix", recorder("cutmix", imas.train.cutmix))
+    student = PixelNet()
+    inputs: list[torch.Tensor] = []
+    student.register_forward_pre_hook(
+        lambda m, args: inputs.append(args[0].clone()) if m.training else None
+    )
+    # τ = 0 and no class-0 rule: teacher ≡ student in epoch 0 gives γ = 0, so û_s is the full
+    # strong view and differs from u_w (with e = 0 the checks below could not tell them apart).
+    update = {"epochs": 1, "iters_per_epoch": 2, "tau": 0.0, "ignore_index0": False}
+    cfg = config("imas", cutmix="fixed", cutmix_prob=1.0).model_copy(update=update)
+    batches = fit_pixelnet(cfg, student)
+
+    assert len(inputs) == len(batches)  # one training forward per step
+    for step, weak8 in enumerate(batches):
+        strong_args, strong8 = seen["strong"][step]
+        assert torch.equal(strong_args[0], weak8)
+        (mix_strong, mix_weak, _), mixed = seen["mix"][step]
+        assert torch.equal(mix_weak, normalize(weak8))
+        assert torch.equal(mix_strong, normalize(strong8))
+        assert torch.equal(mixed, mix_strong) and not torch.equal(mixed, mix_weak)  # e = 1
+        cm_args, cm_view = seen["cutmix"][step]
+        assert torch.equal(cm_args[0], normalize(weak8))  # CutMix mixes the weak views
+        # the one training forward: cat(x_l, u_w, u_cm, û_s)
+        x = inputs[step]
+        assert x.shape[0] == 2 + 3 * 4
+        assert torch.equal(x[2:6], normalize(weak8))
+        assert torch.equal(x[6:10], cm_view.images)
+        assert torch.equal(x[10:], mixed)

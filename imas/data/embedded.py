@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from imas.config import EmbeddedDataConfig
 from imas.data.splits import write_list
@@ -153,7 +153,11 @@ def render_scene(
         side = int(rng.integers(cfg.digit_size[0], cfg.digit_size[1] + 1))
         y, x = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
         d = Image.fromarray(assets.digits[src].astype(np.float32) / 255.0)
-        a = np.clip(np.asarray(d.resize((side, side), Image.Resampling.BILINEAR)), 0.0, 1.0)
+        d = d.resize((side, side), Image.Resampling.BILINEAR)
+        if cfg.stroke:
+            # Bolder strokes: MNIST lines are ~2 px at these sides, thinner than the ignore band.
+            d = d.filter(ImageFilter.MaxFilter(2 * cfg.stroke + 1))
+        a = np.clip(np.asarray(d), 0.0, 1.0)
         fg = a >= 0.5
         region = img[y : y + side, x : x + side]
         # Contrast against what the stroke will cover, earlier digits included.
