@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro test lint mlflow-ui clean
+.PHONY: setup repro test lint check-reports mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest
+
+# CI: the committed default-pipeline report and the benchmark's seed-0 numbers regenerate exactly.
+check-reports: setup
+	.ci/check_reports
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -55,6 +55,35 @@ def collect(results: Path) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def iterations(results: Path, table: dict[str, dict[str, list[float]]]) -> dict[str, dict]:
+    """`{"<labeled>": {"warmup": n, "train": m}}`; every method of every seed must have trained
+    the same number of iterations from a warmup of the same length, or the comparison is unfair
+    and this raises, naming the run."""
+    out: dict[str, dict] = {}
+    for labeled in table:
+        seen: dict[str, tuple[int, Path]] = {}
+        for folder in sorted(results.glob(f"{labeled}-s*")):
+            if not _CELL.match(folder.name):
+                continue
+            for name in ("warmup", *METHODS):
+                path = folder / f"{name}.json"
+                try:
+                    its = json.loads(path.read_text()).get("iterations")
+                except FileNotFoundError:
+                    raise BenchmarkError(f"{path}: no such file (its run is missing)") from None
+                if not isinstance(its, int):
+                    raise BenchmarkError(f"{path}: expected an integer 'iterations'")
+                key = "warmup" if name == "warmup" else "train"
+                if key in seen and seen[key][0] != its:
+                    raise BenchmarkError(
+                        f"{path}: {its} iterations, but {seen[key][1]} ran {seen[key][0]} "
+                        "(every method must train equally long)"
+                    )
+                seen.setdefault(key, (its, path))
+        out[labeled] = {key: value[0] for key, value in sorted(seen.items(), reverse=True)}
+    return out
+
+
 def load_histories(results: Path, table: dict[str, dict[str, list[float]]]) -> dict:
     """`{(labeled, seed, method): history frame}` for every run of the table; missing → error."""
     out = {}
@@ -77,8 +106,13 @@ def load_histories(results: Path, table: dict[str, dict[str, list[float]]]) -> d
 
 
 def dynamics(histories: dict) -> dict[str, dict[str, dict[str, float]]]:
-    """iMAS's mean easiness and confident-pixel ratio in its first and last epoch, mean over
-    seeds, per label count: `{"<labeled>": {"easiness": {"first", "last"}, ...}}`."""
+    """iMAS's mean easiness and confident-pixel ratio per label count, mean over seeds:
+    `{"<labeled>": {"easiness": {"copy", "first", "last"}, ...}}`.
+
+    `copy` is epoch 0, where the teacher is a copy of the student (SPEC §6): the two maps agree,
+    so ē there is just the confident ratio. `first` is epoch 1, the first with an EMA teacher,
+    and the trend is read from it (epoch 0 when a run has one epoch only).
+    """
     out: dict[str, dict[str, dict[str, float]]] = {}
     for labeled in sorted({key[0] for key in histories}):
         frames = [f for (n, _, m), f in sorted(histories.items()) if n == labeled and m == "imas"]
@@ -86,11 +120,12 @@ def dynamics(histories: dict) -> dict[str, dict[str, dict[str, float]]]:
         for column in ("easiness", "confident_ratio"):
             if not all(column in f.columns for f in frames):
                 continue
-            firsts = [float(f[column].iloc[0]) for f in frames]
-            lasts = [float(f[column].iloc[-1]) for f in frames]
+
             row[column] = {
-                "first": round(statistics.fmean(firsts), 4),
-                "last": round(statistics.fmean(lasts), 4),
+                name: round(
+                    statistics.fmean(float(f[column].iloc[min(at, len(f) - 1)]) for f in frames), 4
+                )
+                for name, at in (("copy", 0), ("first", 1), ("last", -1))
             }
         out[str(labeled)] = row
     return out
@@ -102,10 +137,12 @@ def render_dynamics(dyn: dict[str, dict[str, dict[str, float]]]) -> list[str]:
         "## Training dynamics of iMAS",
         "",
         "Mean easiness ē of the unlabeled batches and the fraction of confident teacher pixels "
-        "(max probability ≥ τ), first → last epoch, mean over seeds. The paper's runs go from "
+        "(max probability ≥ τ), mean over seeds, at epoch 0 (teacher = copy of the student, so "
+        "the maps agree and ē is the confident ratio), epoch 1 (first EMA epoch) and the last "
+        "epoch. A trend is read from epoch 1 to the last. The paper's runs go from "
         "ē ≈ 0.57–0.67 to 0.89–0.94 and from 0.63–0.71 to 0.94–0.98 confident pixels.",
         "",
-        "| labels | ē first → last | confident ratio first → last | both rise? |",
+        "| labels | ē: epoch 0 / 1 → last | confident ratio: epoch 0 / 1 → last | both rise? |",
         "| --- | --- | --- | --- |",
     ]
     for labeled, row in dyn.items():
@@ -115,8 +152,8 @@ def render_dynamics(dyn: dict[str, dict[str, dict[str, float]]]) -> list[str]:
             continue
         rise = e["last"] > e["first"] and c["last"] > c["first"]
         lines.append(
-            f"| {labeled} | {e['first']:.3f} → {e['last']:.3f} | "
-            f"{c['first']:.3f} → {c['last']:.3f} | {'yes' if rise else 'no'} |"
+            f"| {labeled} | {e['copy']:.3f} / {e['first']:.3f} → {e['last']:.3f} | "
+            f"{c['copy']:.3f} / {c['first']:.3f} → {c['last']:.3f} | {'yes' if rise else 'no'} |"
         )
     return lines
 
@@ -132,6 +169,7 @@ def render_markdown(
     table: dict[str, dict[str, list[float]]],
     dyn: dict[str, dict[str, dict[str, float]]] | None = None,
     figure: str | None = None,
+    its: dict[str, dict] | None = None,
 ) -> str:
     """Rows = methods, columns = label counts; mean ± sample std over seeds, then Δ rows."""
     counts = list(table)
@@ -165,6 +203,16 @@ def render_markdown(
         "per-seed numbers: `reports/ssl_benchmark.json`).",
         "",
     ]
+    if its:
+        lines += [
+            "Iterations: "
+            + "; ".join(
+                f"{n} labels: warmup {v['warmup']} + {v['train']} for every method"
+                for n, v in its.items()
+            )
+            + ".",
+            "",
+        ]
     if dyn:
         lines += [*render_dynamics(dyn), ""]
     if figure:
@@ -191,6 +239,7 @@ def command(
     try:
         table = collect(results)
         histories = load_histories(results, table)
+        its = iterations(results, table)
     except BenchmarkError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
@@ -208,5 +257,5 @@ def command(
         link = os.path.relpath(figure, markdown.parent).replace(os.sep, "/")
     write_json(out, table)
     with atomic_path(markdown) as tmp:
-        tmp.write_text(render_markdown(table, dynamics(histories), link))
+        tmp.write_text(render_markdown(table, dynamics(histories), link, its))
     typer.echo(f"wrote {out} and {markdown}")

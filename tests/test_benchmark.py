@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.benchmark import BenchmarkError, collect, dynamics, load_histories, render_markdown
+from pipeline.benchmark import (
+    BenchmarkError,
+    collect,
+    dynamics,
+    iterations,
+    load_histories,
+    render_markdown,
+)
 from pipeline.cli import app
 
 RUNS = {
@@ -23,13 +30,20 @@ def write_runs(root: Path, runs=RUNS) -> Path:
     for (labeled, seed), by_method in runs.items():
         folder = root / f"{labeled}-s{seed}"
         folder.mkdir(parents=True)
+        warm = {"method": "supervised", "miou": 1.0, "iterations": 100}
+        (folder / "warmup.json").write_text(json.dumps(warm))
         for method, miou in by_method.items():
-            (folder / f"{method}.json").write_text(json.dumps({"method": method, "miou": miou}))
+            summary = {"method": method, "miou": miou, "iterations": labeled * 10}
+            (folder / f"{method}.json").write_text(json.dumps(summary))
             # iMAS's ē rises 0.5 → 0.7 (seed 0) and 0.6 → 0.8 (seed 1); the ratio falls for 366.
             e0 = 0.5 + 0.1 * seed
             ratio = (0.9, 0.8) if labeled == 366 else (0.7, 0.9)
             rows = ["epoch,loss_x,easiness,confident_ratio,miou_teacher"]
-            rows += [f"0,1.0,{e0},{ratio[0]},{miou - 2}", f"1,0.5,{e0 + 0.2},{ratio[1]},{miou}"]
+            rows += [
+                f"0,1.0,{ratio[0]},{ratio[0]},{miou - 3}",  # copy epoch: ē = ratio
+                f"1,1.0,{e0},{ratio[0]},{miou - 2}",
+                f"2,0.5,{e0 + 0.2},{ratio[1]},{miou}",
+            ]
             if method == "supervised":
                 rows = ["epoch,loss_x,miou_student", f"0,1.0,{miou - 1}", f"1,0.5,{miou}"]
             (folder / f"{method}_history.csv").write_text("\n".join(rows) + "\n")
@@ -77,12 +91,12 @@ def test_dynamics_first_last_means_and_verdict(tmp_path: Path) -> None:
     root = write_runs(tmp_path / "results")
     table = collect(root)
     dyn = dynamics(load_histories(root, table))
-    assert dyn["92"]["easiness"] == {"first": 0.55, "last": 0.75}
-    assert dyn["92"]["confident_ratio"] == {"first": 0.7, "last": 0.9}
-    assert dyn["366"]["confident_ratio"] == {"first": 0.9, "last": 0.8}
+    assert dyn["92"]["easiness"] == {"copy": 0.7, "first": 0.55, "last": 0.75}
+    assert dyn["92"]["confident_ratio"] == {"copy": 0.7, "first": 0.7, "last": 0.9}
+    assert dyn["366"]["confident_ratio"] == {"copy": 0.9, "first": 0.9, "last": 0.8}
     text = render_markdown(table, dyn)
-    assert "| 92 | 0.550 → 0.750 | 0.700 → 0.900 | yes |" in text
-    assert "| 366 | 0.550 → 0.750 | 0.900 → 0.800 | no |" in text
+    assert "| 92 | 0.700 / 0.550 → 0.750 | 0.700 / 0.700 → 0.900 | yes |" in text
+    assert "| 366 | 0.900 / 0.550 → 0.750 | 0.900 / 0.900 → 0.800 | no |" in text
 
 
 def test_missing_history_is_named(tmp_path: Path) -> None:
@@ -104,3 +118,42 @@ def test_command_figure_and_relative_link(tmp_path: Path) -> None:
     first = (out.read_bytes(), md.read_bytes(), fig.read_bytes())
     assert CliRunner().invoke(app, [*args, "--figure", str(fig)]).exit_code == 0
     assert (out.read_bytes(), md.read_bytes(), fig.read_bytes()) == first
+
+
+def test_benchmark_params_and_dvc_grid_resolve() -> None:
+    """The committed benchmark params validate, and DVC expands the grid to one run per
+    (label count, seed, method), each from that cell's warmup."""
+    import shutil
+    import subprocess
+
+    from pipeline.params import load_params
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "ssl"
+    params = load_params(bench / "params.yaml", [])
+    grid = params.benchmark
+    assert grid is not None and grid.labeled == sorted(grid.labeled)
+    assert set(grid.methods) == {"supervised", "mean_teacher", "imas"}
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        pytest.skip("dvc is not on PATH")
+    out = subprocess.run(
+        [dvc, "stage", "list", "--name-only"], cwd=bench, capture_output=True, text=True, check=True
+    ).stdout.split()
+    cells = [f"{n}-{s}" for n in grid.labeled for s in grid.seeds]
+    expected = ["download", *(f"split@{c}" for c in cells), *(f"warmup@{c}" for c in cells)]
+    expected += [f"train@{c}-{m}" for c in cells for m in grid.methods] + ["table"]
+    assert out == expected
+
+
+def test_unequal_iterations_are_refused(tmp_path: Path) -> None:
+    root = write_runs(tmp_path / "results")
+    table = collect(root)
+    assert iterations(root, table) == {
+        "92": {"warmup": 100, "train": 920},
+        "366": {"warmup": 100, "train": 3660},
+    }
+    (root / "366-s1" / "mean_teacher.json").write_text(
+        json.dumps({"method": "mean_teacher", "miou": 43.0, "iterations": 3000})
+    )
+    with pytest.raises(BenchmarkError, match=r"366-s1/mean_teacher\.json: 3000 iterations"):
+        iterations(root, table)
