@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro test lint check-reports mlflow-ui clean
+.PHONY: setup repro benchmark test lint check-reports mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ setup: $(VENV)/.installed
 
 repro: setup
 	$(BIN)/dvc repro
+
+# The SSL benchmark (benchmarks/ssl): about an hour on 2 CPU cores, not part of `make repro`.
+benchmark: setup
+	cd benchmarks/ssl && $(BIN)/dvc repro
 
 lint: setup
 	$(BIN)/ruff check .
