@@ -22,7 +22,7 @@ setup: $(VENV)/.installed
 repro: setup
 	$(BIN)/dvc repro
 
-# The SSL benchmark (benchmarks/ssl): about an hour on 2 CPU cores, not part of `make repro`.
+# The SSL benchmark (benchmarks/ssl): about 70 minutes on 2 CPU cores, not part of `make repro`.
 benchmark: setup
 	cd benchmarks/ssl && $(BIN)/dvc repro
 
