@@ -29,25 +29,35 @@ class BenchmarkError(ValueError):
     """A run of the benchmark is missing or malformed; the message names the file."""
 
 
-def collect(results: Path) -> dict[str, dict[str, list[float]]]:
-    """`{"<labeled>": {method: [mIoU per seed, ascending seed]}}`, every cell complete."""
+def _cells(results: Path) -> dict[int, dict[int, Path]]:
+    """`{labeled: {seed: folder}}` of the `<labeled>-s<seed>` folders, both keys ascending."""
     cells: dict[int, dict[int, Path]] = {}
     for folder in sorted(results.iterdir()) if results.is_dir() else []:
         match = _CELL.match(folder.name)
         if match and folder.is_dir():
             cells.setdefault(int(match[1]), {})[int(match[2])] = folder
+    return {n: dict(sorted(by_seed.items())) for n, by_seed in sorted(cells.items())}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchmarkError(f"{path}: no such file (its run is missing)") from None
+
+
+def collect(results: Path) -> dict[str, dict[str, list[float]]]:
+    """`{"<labeled>": {method: [mIoU per seed, ascending seed]}}`, every cell complete."""
+    cells = _cells(results)
     if not cells:
         raise BenchmarkError(f"{results}: no <labeled>-s<seed> folders (run the benchmark first)")
     out: dict[str, dict[str, list[float]]] = {}
-    for labeled in sorted(cells):
+    for labeled, by_seed in cells.items():
         row: dict[str, list[float]] = {m: [] for m in METHODS}
-        for seed in sorted(cells[labeled]):
+        for folder in by_seed.values():
             for method in METHODS:
-                path = cells[labeled][seed] / f"{method}.json"
-                try:
-                    data = json.loads(path.read_text())
-                except FileNotFoundError:
-                    raise BenchmarkError(f"{path}: no such file (its run is missing)") from None
+                path = folder / f"{method}.json"
+                data = _read_json(path)
                 if data.get("method") != method or not isinstance(data.get("miou"), int | float):
                     raise BenchmarkError(f"{path}: expected method {method!r} and a numeric miou")
                 row[method].append(round(float(data["miou"]), 2))
@@ -59,18 +69,14 @@ def iterations(results: Path, table: dict[str, dict[str, list[float]]]) -> dict[
     """`{"<labeled>": {"warmup": n, "train": m}}`; every method of every seed must have trained
     the same number of iterations from a warmup of the same length, or the comparison is unfair
     and this raises, naming the run."""
+    cells = _cells(results)
     out: dict[str, dict] = {}
     for labeled in table:
         seen: dict[str, tuple[int, Path]] = {}
-        for folder in sorted(results.glob(f"{labeled}-s*")):
-            if not _CELL.match(folder.name):
-                continue
+        for folder in cells[int(labeled)].values():
             for name in ("warmup", *METHODS):
                 path = folder / f"{name}.json"
-                try:
-                    its = json.loads(path.read_text()).get("iterations")
-                except FileNotFoundError:
-                    raise BenchmarkError(f"{path}: no such file (its run is missing)") from None
+                its = _read_json(path).get("iterations")
                 if not isinstance(its, int):
                     raise BenchmarkError(f"{path}: expected an integer 'iterations'")
                 key = "warmup" if name == "warmup" else "train"
@@ -86,14 +92,10 @@ def iterations(results: Path, table: dict[str, dict[str, list[float]]]) -> dict[
 
 def load_histories(results: Path, table: dict[str, dict[str, list[float]]]) -> dict:
     """`{(labeled, seed, method): history frame}` for every run of the table; missing → error."""
+    cells = _cells(results)
     out = {}
     for labeled in table:
-        folders = sorted(
-            (int(m[2]), f)
-            for f in results.iterdir()
-            if (m := _CELL.match(f.name)) and m[1] == labeled and f.is_dir()
-        )
-        for seed, folder in folders:
+        for seed, folder in cells[int(labeled)].items():
             for method in METHODS:
                 path = folder / f"{method}_history.csv"
                 if not path.is_file():

@@ -74,10 +74,20 @@ def test_missing_run_is_named(tmp_path: Path) -> None:
         collect(tmp_path / "empty")
 
 
-def test_command_writes_json_and_markdown(tmp_path: Path) -> None:
+def command_args(tmp_path: Path) -> tuple[Path, Path, Path, list[str]]:
+    """Results written by `write_runs`, the two outputs, and the CLI arguments naming them."""
     root = write_runs(tmp_path / "results")
     out, md = tmp_path / "r" / "ssl.json", tmp_path / "r" / "ssl.md"
-    args = ["benchmark", "--results", str(root), "--out", str(out), "--markdown", str(md)]
+    return (
+        root,
+        out,
+        md,
+        ["benchmark", "--results", str(root), "--out", str(out), "--markdown", str(md)],
+    )
+
+
+def test_command_writes_json_and_markdown(tmp_path: Path) -> None:
+    root, out, md, args = command_args(tmp_path)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["366"]["imas"] == [43.0, 45.0]
@@ -107,10 +117,8 @@ def test_missing_history_is_named(tmp_path: Path) -> None:
 
 
 def test_command_figure_and_relative_link(tmp_path: Path) -> None:
-    root = write_runs(tmp_path / "results")
-    out, md = tmp_path / "r" / "ssl.json", tmp_path / "r" / "ssl.md"
+    _, out, md, args = command_args(tmp_path)
     fig = tmp_path / "r" / "figures" / "dyn.png"
-    args = ["benchmark", "--results", str(root), "--out", str(out), "--markdown", str(md)]
     result = CliRunner().invoke(app, [*args, "--figure", str(fig)])
     assert result.exit_code == 0, result.output
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
