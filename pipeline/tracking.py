@@ -111,7 +111,10 @@ def stage_run(
     commit = _git_commit()
     if commit:
         all_tags["mlflow.source.git.commit"] = commit
-    with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=all_tags) as run:
+    # Strings only: the sqlite store accepts an int tag, but a tracking server's REST client
+    # fails on one before the request is even sent.
+    str_tags = {k: str(v) for k, v in all_tags.items()}
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=str_tags) as run:
         flat = flatten(params.model_dump(mode="json"))
         flat.update(param_overrides or {})
         flat["method"] = method
