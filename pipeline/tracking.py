@@ -4,6 +4,11 @@ Default tracking is embedded: a sqlite database `mlflow.db` at the root of the D
 holds the working directory (so the main pipeline and benchmarks/ssl share one store), artifacts
 under `mlruns/`. `MLFLOW_TRACKING_URI` points the same code at a server. Runs are grouped in one
 experiment per dataset (or `runtime.experiment`) and named `<stage>-<method>-<labeled>-s<seed>`.
+
+Training runs also log `effective.*`: the training section the run really used, under one prefix
+for warmup, train and ablate runs alike, with the adaptive switches as `fit` applies them. Raw
+params alone mislead in MLflow's compare view: a mean-teacher run shows `train.adaptive.*` on, and
+a warmup run shows the `train` section it never used.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from imas.config import SEMI_ONLY, TrainConfig
 from pipeline.params import Params, flatten
 
 # Bounded so a batch never exceeds MLflow's per-request limit of 100 params.
@@ -60,6 +66,38 @@ class Tracker:
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def _config_in_force(stage: str, params: Params) -> TrainConfig | None:
+    """The training section `stage` trains with (by the stage names the CLI uses), else None."""
+    if stage == "warmup":
+        return params.warmup
+    if stage == "train":
+        return params.train
+    if stage.startswith("ablate:"):
+        return params.ablation(stage.removeprefix("ablate:"))
+    return None
+
+
+def effective_params(cfg: TrainConfig) -> dict[str, Any]:
+    """`effective.*` params of a training run: `cfg` as `imas.train.fit` applies it.
+
+    Supervised runs have no teacher, so the teacher–student knobs are null and every adaptive
+    switch is off; the mean-teacher baseline has the switches of `effective_adaptive()`.
+    """
+    data = cfg.model_dump(mode="json")
+    if cfg.method == "supervised":
+        data.update(dict.fromkeys(SEMI_ONLY))
+        data["adaptive"] = {
+            "intensity": False,
+            "cutmix": "off",
+            "cutmix_prob": None,
+            "loss_weight": False,
+            "scaled_magnitude": False,
+        }
+    else:
+        data["adaptive"] = cfg.effective_adaptive().model_dump(mode="json")
+    return flatten(data, prefix="effective.")
 
 
 def _experiment_id(mlflow: Any, name: str, artifact_location: str | None) -> str:
@@ -118,6 +156,9 @@ def stage_run(
         flat = flatten(params.model_dump(mode="json"))
         flat.update(param_overrides or {})
         flat["method"] = method
+        cfg = _config_in_force(stage, params)
+        if cfg is not None:
+            flat.update(effective_params(cfg))
         items = [(k, "null" if v is None else v) for k, v in flat.items()]
         for i in range(0, len(items), _PARAM_BATCH):
             mlflow.log_params(dict(items[i : i + _PARAM_BATCH]))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.params import load_params
-from pipeline.tracking import stage_run, store_root, tracking_uri
+from pipeline.tracking import effective_params, stage_run, store_root, tracking_uri
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,3 +48,46 @@ def test_runtime_experiment_names_the_experiment(tmp_path: Path, monkeypatch) ->
     # Artifacts sit beside the store at the project root, not under the cwd.
     assert exp.artifact_location == (tmp_path.resolve() / "mlruns").as_uri()
     assert not (tmp_path / "sub" / "mlruns").exists()
+
+
+def test_effective_params_are_what_training_applies() -> None:
+    params = load_params(REPO / "params.yaml")
+    imas = effective_params(params.train)
+    assert imas["effective.method"] == "imas"
+    assert imas["effective.adaptive.intensity"] is True
+    assert imas["effective.adaptive.cutmix"] == params.train.adaptive.cutmix
+    # The baseline is configured from the same `train.adaptive`, but runs with none of it.
+    mt = effective_params(params.ablation("mean_teacher"))
+    assert mt["effective.method"] == "mean_teacher"
+    assert mt["effective.adaptive.intensity"] is False
+    assert mt["effective.adaptive.loss_weight"] is False
+    assert mt["effective.adaptive.cutmix"] == "fixed"
+    warm = effective_params(params.warmup)
+    assert warm["effective.lr"] == params.warmup.lr != params.train.lr
+    assert warm["effective.adaptive.cutmix"] == "off" and warm["effective.tau"] is None
+    # SupOnly continued from the warmup: `train.tau` is set but nothing reads it.
+    sup = effective_params(load_params(REPO / "params.yaml", ["train.method=supervised"]).train)
+    assert params.train.tau is not None and sup["effective.tau"] is None
+    assert sup["effective.adaptive.intensity"] is False
+    # Every run has the same keys, so the compare view lines them up row by row.
+    assert set(imas) == set(mt) == set(sup) == set(warm) | {"effective.init"}
+
+
+def test_only_training_stages_log_effective_params(tmp_path: Path, monkeypatch) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = load_params(REPO / "params.yaml")
+    with stage_run("ablate:no_loss_weight", params, "imas", {"ablation": "no_loss_weight"}):
+        pass
+    with stage_run("report", params, "report"):
+        pass
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("imas-embedded")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    ablation = runs[f"ablate:no_loss_weight-imas-{params.labeled}-s{params.seed}"].data.params
+    assert ablation["effective.adaptive.loss_weight"] == "False"
+    assert ablation["effective.adaptive.intensity"] == "True"
+    report = runs[f"report-report-{params.labeled}-s{params.seed}"].data.params
+    assert not any(key.startswith("effective.") for key in report)
