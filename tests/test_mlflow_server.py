@@ -48,6 +48,9 @@ def tiny(raw: dict[str, Any]) -> dict[str, Any]:
         raw[section].update(epochs=1, iters_per_epoch=2, batch_labeled=2, batch_unlabeled=2)
     raw["model"].update(width=4, aspp_channels=8, low_level_channels=4)
     raw["ablations"] = {"mean_teacher": {"method": "mean_teacher"}}
+    # Pinned, whatever params.yaml says: the checks tell the sections apart by these values.
+    raw["warmup"]["lr"], raw["train"]["lr"] = 0.1, 0.05
+    raw["train"]["adaptive"]["intensity"] = True
     raw["runtime"].update(progress=False, threads=1)
     return raw
 
@@ -260,7 +263,9 @@ def test_training_stages_log_to_a_tracking_server(logged: Logged) -> None:
     assert served == json.loads((logged.workdir / "metrics/warmup.json").read_text())
 
 
-def chromium() -> str:
+@pytest.fixture(scope="module")
+def browser() -> str:
+    """Chromium's path; module-scoped so that a skip comes before the server starts."""
     found = shutil.which("chromium")
     if found is None:
         pytest.skip(
@@ -296,8 +301,7 @@ def headless(browser: str, profile: Path, url: str, *output: str) -> str:
     return out
 
 
-def test_ui_compare_page_shows_both_runs(logged: Logged, tmp_path: Path) -> None:
-    browser = chromium()
+def test_ui_compare_page_shows_both_runs(browser: str, logged: Logged, tmp_path: Path) -> None:
     ids = [logged.runs[name]["info"]["run_id"] for name in (WARMUP, MEAN_TEACHER)]
     experiment_id = logged.experiment["experiment_id"]
     # The route of MLflow 3.17's compare page (getCompareRunPageRoute in its JS bundle).
@@ -321,4 +325,4 @@ def test_ui_compare_page_shows_both_runs(logged: Logged, tmp_path: Path) -> None
     assert image.size == (1400, 1000)
     # A blank or error page has a handful of colours; the rendered page has text and a plot.
     colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
-    assert colours is not None and len(colours) > 200, f"{len(colours or [])} colours only"
+    assert colours is not None and len(colours) > 500, f"{len(colours or [])} colours only"

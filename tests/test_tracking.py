@@ -51,7 +51,8 @@ def test_runtime_experiment_names_the_experiment(tmp_path: Path, monkeypatch) ->
 
 
 def test_effective_params_are_what_training_applies() -> None:
-    params = load_params(REPO / "params.yaml")
+    pinned = ["warmup.lr=0.1", "train.lr=0.05", "train.adaptive.intensity=true"]
+    params = load_params(REPO / "params.yaml", pinned)
     imas = effective_params(params.train)
     assert imas["effective.method"] == "imas"
     assert imas["effective.adaptive.intensity"] is True
@@ -66,7 +67,9 @@ def test_effective_params_are_what_training_applies() -> None:
     assert warm["effective.lr"] == params.warmup.lr != params.train.lr
     assert warm["effective.adaptive.cutmix"] == "off" and warm["effective.tau"] is None
     # SupOnly continued from the warmup: `train.tau` is set but nothing reads it.
-    sup = effective_params(load_params(REPO / "params.yaml", ["train.method=supervised"]).train)
+    sup = effective_params(
+        load_params(REPO / "params.yaml", [*pinned, "train.method=supervised"]).train
+    )
     assert params.train.tau is not None and sup["effective.tau"] is None
     assert sup["effective.adaptive.intensity"] is False
     # Every run has the same keys, so the compare view lines them up row by row.
