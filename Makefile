@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro benchmark test lint check-reports mlflow-ui clean
+.PHONY: setup repro benchmark plots plots-assets test lint check-reports mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ repro: setup
 # The SSL benchmark (benchmarks/ssl): about 70 minutes on 2 CPU cores, not part of `make repro`.
 benchmark: setup
 	cd benchmarks/ssl && $(BIN)/dvc repro
+
+# The plots page with local copies of its vega scripts, so that it renders with no network
+# (DVC's own page loads them from a CDN). The scripts are downloaded once, checksum-verified.
+plots-assets: setup
+	$(BIN)/python -m pipeline.plot_assets --out reports/plots/vendor
+
+plots: plots-assets
+	$(BIN)/dvc plots show --html-template pipeline/plots_page.html --out reports/plots
 
 lint: setup
 	$(BIN)/ruff check .

@@ -10,7 +10,17 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import typer
 
-from pipeline import ablate, benchmark, download, evaluate, report, split, train, warmup
+from pipeline import (
+    ablate,
+    benchmark,
+    download,
+    evaluate,
+    plot_assets,
+    report,
+    split,
+    train,
+    warmup,
+)
 
 app = typer.Typer(
     help="iMAS semi-supervised segmentation: the stages of the DVC pipeline.",
@@ -26,6 +36,7 @@ app.command("ablate")(ablate.command)
 app.command("evaluate")(evaluate.command)
 app.command("report")(report.command)
 app.command("benchmark")(benchmark.command)
+app.command("plots-assets")(plot_assets.command)
 
 if __name__ == "__main__":
     app()
