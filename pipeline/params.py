@@ -8,12 +8,13 @@ lives in code. `load_params` fails with the field path and the offending value.
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from imas.config import AugConfig, EmbeddedDataConfig, ModelConfig, Section, TrainConfig
 
@@ -52,10 +53,19 @@ class RuntimeParams(Section):
     device: Literal["cpu", "cuda", "auto"]
     threads: int = Field(ge=1)
     num_workers: int = Field(ge=0)
-    progress: bool
+    progress: bool = Field(description="progress bars: true, false or auto (on a terminal only)")
     experiment: str | None = Field(
         default=None, min_length=1, description="MLflow experiment; null: imas-<dataset>"
     )
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _auto_progress(cls, value: Any) -> Any:
+        # A bar redrawn in place is one line on a terminal, but every redraw is a new line in
+        # a CI log; `auto` keeps logs quiet without a second params file for CI.
+        if value == "auto":
+            return sys.stderr.isatty()
+        return value
 
 
 class BenchmarkParams(Section):

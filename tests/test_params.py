@@ -104,3 +104,35 @@ def test_set_overrides_dotted_keys_with_yaml_values() -> None:
 def test_bad_set_overrides_are_named(item: str, needle: str) -> None:
     with pytest.raises(ParamsError, match=needle.replace("[", r"\[")):
         load_params(ROOT / "params.yaml", [item])
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_auto_follows_whether_stderr_is_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tty: bool
+) -> None:
+    monkeypatch.setattr("sys.stderr", _Stream(tty))
+    path = write(tmp_path, lambda raw: raw["runtime"].update(progress="auto"))
+    assert load_params(path).runtime.progress is tty
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_progress_true_or_false_ignores_the_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: bool
+) -> None:
+    monkeypatch.setattr("sys.stderr", _Stream(not value))
+    path = write(tmp_path, lambda raw: raw["runtime"].update(progress=value))
+    assert load_params(path).runtime.progress is value
+
+
+def test_progress_rejects_other_words(tmp_path: Path) -> None:
+    path = write(tmp_path, lambda raw: raw["runtime"].update(progress="sometimes"))
+    with pytest.raises(ParamsError, match=r"runtime\.progress.*'sometimes'"):
+        load_params(path)
