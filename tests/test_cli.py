@@ -7,25 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_params import tiny
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["download", "split", "warmup", "train", "ablate", "evaluate", "report"]
-
-
-def tiny(raw: dict) -> dict:
-    raw["labeled"] = 4
-    raw["data"]["embedded"].update(train_scenes=16, val_scenes=6, size=32, digit_size=[12, 20])
-    raw["aug"]["crop"] = 32
-    for section in ("warmup", "train"):
-        raw[section].update(epochs=1, iters_per_epoch=2, batch_labeled=2, batch_unlabeled=2)
-    raw["model"].update(width=4, aspp_channels=8, low_level_channels=4)
-    raw["ablations"] = {"mean_teacher": {"method": "mean_teacher"}}
-    raw["evaluate"].update(batch_size=6, figure_images=2)
-    raw["runtime"].update(progress=False, threads=1)
-    return raw
 
 
 @pytest.fixture(scope="module")

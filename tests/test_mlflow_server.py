@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from PIL import Image
+from tiny_params import tiny
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -39,19 +40,11 @@ WARMUP = "warmup-supervised-4-s0"
 MEAN_TEACHER = "ablate:mean_teacher-mean_teacher-4-s0"
 
 
-def tiny(raw: dict[str, Any]) -> dict[str, Any]:
-    """params.yaml shrunk so that a training stage takes a second or two."""
-    raw["labeled"] = 4
-    raw["data"]["embedded"].update(train_scenes=16, val_scenes=6, size=32, digit_size=[12, 20])
-    raw["aug"]["crop"] = 32
-    for section in ("warmup", "train"):
-        raw[section].update(epochs=1, iters_per_epoch=2, batch_labeled=2, batch_unlabeled=2)
-    raw["model"].update(width=4, aspp_channels=8, low_level_channels=4)
-    raw["ablations"] = {"mean_teacher": {"method": "mean_teacher"}}
+def tiny_pinned(raw: dict[str, Any]) -> dict[str, Any]:
+    raw = tiny(raw)
     # Pinned, whatever params.yaml says: the checks tell the sections apart by these values.
     raw["warmup"]["lr"], raw["train"]["lr"] = 0.1, 0.05
     raw["train"]["adaptive"]["intensity"] = True
-    raw["runtime"].update(progress=False, threads=1)
     return raw
 
 
@@ -170,7 +163,7 @@ def imas(workdir: Path, tracking: str, *args: str) -> None:
 @pytest.fixture(scope="module")
 def logged(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Logged:
     work = tmp_path_factory.mktemp("stages")
-    raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    raw = tiny_pinned(yaml.safe_load((ROOT / "params.yaml").read_text()))
     (work / "params.yaml").write_text(yaml.safe_dump(raw))
     # Data preparation in process and in a local store, so the server holds only the runs
     # under test; the training stages are real `imas` processes pointed at the server.

@@ -1,0 +1,18 @@
+"""params.yaml shrunk so that a training stage takes a second or two (the stage-level tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def tiny(raw: dict[str, Any]) -> dict[str, Any]:
+    raw["labeled"] = 4
+    raw["data"]["embedded"].update(train_scenes=16, val_scenes=6, size=32, digit_size=[12, 20])
+    raw["aug"]["crop"] = 32
+    for section in ("warmup", "train"):
+        raw[section].update(epochs=1, iters_per_epoch=2, batch_labeled=2, batch_unlabeled=2)
+    raw["model"].update(width=4, aspp_channels=8, low_level_channels=4)
+    raw["ablations"] = {"mean_teacher": {"method": "mean_teacher"}}
+    raw["evaluate"].update(batch_size=6, figure_images=2)
+    raw["runtime"].update(progress=False, threads=1)
+    return raw
