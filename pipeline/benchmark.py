@@ -12,7 +12,8 @@ import json
 import os
 import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -244,6 +245,29 @@ def render_markdown(
     return "\n".join(lines)
 
 
+@contextmanager
+def runs_or_exit() -> Iterator[None]:
+    """Run the reading block; a BenchmarkError exits 2 with its message, before any write."""
+    try:
+        yield
+    except BenchmarkError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def relative_link(figure: Path, markdown: Path) -> str:
+    """The figure's path as a link target in the markdown file, wherever the two are."""
+    return os.path.relpath(figure, markdown.parent).replace(os.sep, "/")
+
+
+def write_tables(out: Path, table: dict, markdown: Path, text: str) -> None:
+    """The JSON table and the markdown page, each atomically."""
+    write_json(out, table)
+    with atomic_path(markdown) as tmp:
+        tmp.write_text(text)
+    typer.echo(f"wrote {out} and {markdown}")
+
+
 def command(
     results: Annotated[Path, typer.Option(help="folder of <labeled>-s<seed>/<method>.json")] = Path(
         "results"
@@ -260,13 +284,10 @@ def command(
 ) -> None:
     """Tabulate SupOnly, mean teacher and iMAS per label count over seeds, with iMAS's ē and
     confident-ratio dynamics and (with --figure) their per-epoch curves."""
-    try:
+    with runs_or_exit():
         table = collect(results)
         histories = load_histories(results, table)
         its = iterations(results, table)
-    except BenchmarkError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from None
     link = None
     if figure is not None:
         from pipeline.plots import training_curves
@@ -278,8 +299,5 @@ def command(
             if seed == first
         }
         training_curves(figure, curves)
-        link = os.path.relpath(figure, markdown.parent).replace(os.sep, "/")
-    write_json(out, table)
-    with atomic_path(markdown) as tmp:
-        tmp.write_text(render_markdown(table, dynamics(histories), link, its))
-    typer.echo(f"wrote {out} and {markdown}")
+        link = relative_link(figure, markdown)
+    write_tables(out, table, markdown, render_markdown(table, dynamics(histories), link, its))

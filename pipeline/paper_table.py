@@ -12,16 +12,23 @@ params (no timestamps, no absolute paths), so reruns are byte-identical.
 
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline.benchmark import LABELS, BenchmarkError, equal_iterations, mean_std, read_miou
+from pipeline.benchmark import (
+    LABELS,
+    BenchmarkError,
+    equal_iterations,
+    mean_std,
+    read_miou,
+    relative_link,
+    runs_or_exit,
+    write_tables,
+)
 from pipeline.options import ParamsOpt, SetOpt, params_or_exit
-from pipeline.outputs import atomic_path, write_json
 from pipeline.params import BenchmarkParams, Params
 from pipeline.published import PUBLISHED
 from pipeline.report import ablation_name
@@ -208,22 +215,13 @@ def command(
     """Tabulate SupOnly, mean teacher, the ablations and iMAS per label count, with gains over
     SupOnly and, for a `benchmark.published` preset, the paper's numbers beside ours."""
     params = params_or_exit(params_file, overrides)
-    try:
+    with runs_or_exit():
         table, its = collect(results, params)
-    except BenchmarkError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from None
     link = None
     if figure is not None:
         grid = _grid(params)
-        table_figure(
-            figure,
-            [f"{c} labels" for c in table],
-            table_rows(table, grid.published),
-            f"Val mIoU (%) on the built-in dataset, {spread(grid.seeds)}",
-        )
-        link = os.path.relpath(figure, markdown.parent).replace(os.sep, "/")
-    write_json(out, table)
-    with atomic_path(markdown) as tmp:
-        tmp.write_text(render_markdown(params, table, its, link))
-    typer.echo(f"wrote {out} and {markdown}")
+        title = f"Val mIoU (%) on the built-in dataset, {spread(grid.seeds)}"
+        counts = [f"{c} labels" for c in table]
+        table_figure(figure, counts, table_rows(table, grid.published), title)
+        link = relative_link(figure, markdown)
+    write_tables(out, table, markdown, render_markdown(params, table, its, link))

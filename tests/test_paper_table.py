@@ -207,3 +207,11 @@ def test_paper_params_and_dvc_grid_resolve() -> None:
         for a in grid.ablations
     ]  # fmt: skip
     assert out == [*expected, "table"]
+
+
+def test_figure_refuses_ragged_rows(tmp_path: Path) -> None:
+    from pipeline.table_figure import Row, table_figure
+
+    with pytest.raises(ValueError, match="row 'iMAS' has 1 cells for 2"):
+        table_figure(tmp_path / "t.png", ["92 labels", "366 labels"], [Row("iMAS", ["1"])], "t")
+    assert not (tmp_path / "t.png").exists()
