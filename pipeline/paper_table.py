@@ -147,10 +147,10 @@ def caption(params: Params, its: dict[str, dict[str, int]]) -> list[str]:
     lengths = {(v["warmup"], v["train"]) for v in its.values()}
     if len(lengths) == 1:
         warmup, train = lengths.pop()
-        length = f"a {warmup}-iteration warmup, then {train} iterations for every run"
+        length = f"a warmup of {warmup:,} iterations, then {train:,} for every run"
     else:
         length = "; ".join(
-            f"{n} labels: warmup {v['warmup']}, then {v['train']} for every run"
+            f"{n} labels: warmup {v['warmup']:,}, then {v['train']:,} for every run"
             for n, v in its.items()
         )
     lines = [

@@ -66,7 +66,7 @@ def test_cells_mean_std_gains_and_dashes(tmp_path: Path) -> None:
     ]
     assert lines[head + 8] == ""  # no published rows for the built-in dataset
     assert "mean ± sample standard deviation over 2 seeds (0, 1)" in text
-    assert "a 100-iteration warmup, then 700 iterations for every run" in text
+    assert "a warmup of 100 iterations, then 700 for every run" in text
     assert "The built-in dataset has no published numbers" in text
 
 
