@@ -12,6 +12,8 @@ import json
 import os
 import re
 import statistics
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -39,11 +41,45 @@ def _cells(results: Path) -> dict[int, dict[int, Path]]:
     return {n: dict(sorted(by_seed.items())) for n, by_seed in sorted(cells.items())}
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A run's metrics file as a dict; missing, unreadable or not an object → error naming it."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise BenchmarkError(f"{path}: no such file (its run is missing)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BenchmarkError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise BenchmarkError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_miou(path: Path, method: str) -> float:
+    """The run's best val mIoU (2 decimals); the file must say it trained with `method`."""
+    data = read_json(path)
+    if data.get("method") != method or not isinstance(data.get("miou"), int | float):
+        raise BenchmarkError(f"{path}: expected method {method!r} and a numeric miou")
+    return round(float(data["miou"]), 2)
+
+
+def equal_iterations(runs: Iterable[tuple[str, Path]]) -> dict[str, int]:
+    """`{group: iterations}` over `(group, metrics file)` pairs, "warmup" before "train".
+
+    Every file of a group must report the same integer `iterations`, or the comparison is
+    unfair: this raises naming the first file that differs and the one it differs from.
+    """
+    seen: dict[str, tuple[int, Path]] = {}
+    for key, path in runs:
+        its = read_json(path).get("iterations")
+        if not isinstance(its, int):
+            raise BenchmarkError(f"{path}: expected an integer 'iterations'")
+        if key in seen and seen[key][0] != its:
+            raise BenchmarkError(
+                f"{path}: {its} iterations, but {seen[key][1]} ran {seen[key][0]} "
+                "(every method must train equally long)"
+            )
+        seen.setdefault(key, (its, path))
+    return {key: value[0] for key, value in sorted(seen.items(), reverse=True)}
 
 
 def collect(results: Path) -> dict[str, dict[str, list[float]]]:
@@ -56,11 +92,7 @@ def collect(results: Path) -> dict[str, dict[str, list[float]]]:
         row: dict[str, list[float]] = {m: [] for m in METHODS}
         for folder in by_seed.values():
             for method in METHODS:
-                path = folder / f"{method}.json"
-                data = _read_json(path)
-                if data.get("method") != method or not isinstance(data.get("miou"), int | float):
-                    raise BenchmarkError(f"{path}: expected method {method!r} and a numeric miou")
-                row[method].append(round(float(data["miou"]), 2))
+                row[method].append(read_miou(folder / f"{method}.json", method))
         out[str(labeled)] = row
     return out
 
@@ -70,24 +102,14 @@ def iterations(results: Path, table: dict[str, dict[str, list[float]]]) -> dict[
     the same number of iterations from a warmup of the same length, or the comparison is unfair
     and this raises, naming the run."""
     cells = _cells(results)
-    out: dict[str, dict] = {}
-    for labeled in table:
-        seen: dict[str, tuple[int, Path]] = {}
-        for folder in cells[int(labeled)].values():
-            for name in ("warmup", *METHODS):
-                path = folder / f"{name}.json"
-                its = _read_json(path).get("iterations")
-                if not isinstance(its, int):
-                    raise BenchmarkError(f"{path}: expected an integer 'iterations'")
-                key = "warmup" if name == "warmup" else "train"
-                if key in seen and seen[key][0] != its:
-                    raise BenchmarkError(
-                        f"{path}: {its} iterations, but {seen[key][1]} ran {seen[key][0]} "
-                        "(every method must train equally long)"
-                    )
-                seen.setdefault(key, (its, path))
-        out[labeled] = {key: value[0] for key, value in sorted(seen.items(), reverse=True)}
-    return out
+    return {
+        labeled: equal_iterations(
+            ("warmup" if name == "warmup" else "train", folder / f"{name}.json")
+            for folder in cells[int(labeled)].values()
+            for name in ("warmup", *METHODS)
+        )
+        for labeled in table
+    }
 
 
 def load_histories(results: Path, table: dict[str, dict[str, list[float]]]) -> dict:
@@ -160,7 +182,8 @@ def render_dynamics(dyn: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     return lines
 
 
-def _cell(values: list[float]) -> str:
+def mean_std(values: Sequence[float]) -> str:
+    """A table cell: `mean ± sample std` over seeds, or just the mean of a single seed."""
     mean = statistics.fmean(values)
     if len(values) < 2:
         return f"{mean:.2f}"
@@ -189,7 +212,7 @@ def render_markdown(
         rule,
     ]
     for method in METHODS:
-        cells = [_cell(table[c][method]) for c in counts]
+        cells = [mean_std(table[c][method]) for c in counts]
         lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
     for method in ("mean_teacher", "imas"):
         deltas = [
@@ -222,6 +245,29 @@ def render_markdown(
     return "\n".join(lines)
 
 
+@contextmanager
+def runs_or_exit() -> Iterator[None]:
+    """Run the reading block; a BenchmarkError exits 2 with its message, before any write."""
+    try:
+        yield
+    except BenchmarkError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def relative_link(figure: Path, markdown: Path) -> str:
+    """The figure's path as a link target in the markdown file, wherever the two are."""
+    return os.path.relpath(figure, markdown.parent).replace(os.sep, "/")
+
+
+def write_tables(out: Path, table: dict, markdown: Path, text: str) -> None:
+    """The JSON table and the markdown page, each atomically."""
+    write_json(out, table)
+    with atomic_path(markdown) as tmp:
+        tmp.write_text(text)
+    typer.echo(f"wrote {out} and {markdown}")
+
+
 def command(
     results: Annotated[Path, typer.Option(help="folder of <labeled>-s<seed>/<method>.json")] = Path(
         "results"
@@ -238,13 +284,10 @@ def command(
 ) -> None:
     """Tabulate SupOnly, mean teacher and iMAS per label count over seeds, with iMAS's ē and
     confident-ratio dynamics and (with --figure) their per-epoch curves."""
-    try:
+    with runs_or_exit():
         table = collect(results)
         histories = load_histories(results, table)
         its = iterations(results, table)
-    except BenchmarkError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from None
     link = None
     if figure is not None:
         from pipeline.plots import training_curves
@@ -256,8 +299,5 @@ def command(
             if seed == first
         }
         training_curves(figure, curves)
-        link = os.path.relpath(figure, markdown.parent).replace(os.sep, "/")
-    write_json(out, table)
-    with atomic_path(markdown) as tmp:
-        tmp.write_text(render_markdown(table, dynamics(histories), link, its))
-    typer.echo(f"wrote {out} and {markdown}")
+        link = relative_link(figure, markdown)
+    write_tables(out, table, markdown, render_markdown(table, dynamics(histories), link, its))

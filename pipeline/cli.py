@@ -15,6 +15,7 @@ from pipeline import (
     benchmark,
     download,
     evaluate,
+    paper_table,
     plot_assets,
     report,
     split,
@@ -36,6 +37,7 @@ app.command("ablate")(ablate.command)
 app.command("evaluate")(evaluate.command)
 app.command("report")(report.command)
 app.command("benchmark")(benchmark.command)
+app.command("paper-table")(paper_table.command)
 app.command("plots-assets")(plot_assets.command)
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from imas.config import AugConfig, EmbeddedDataConfig, ModelConfig, Section, TrainConfig
+from pipeline.published import PUBLISHED
 
 
 class ParamsError(ValueError):
@@ -69,18 +70,36 @@ class RuntimeParams(Section):
 
 
 class BenchmarkParams(Section):
-    """The grid of benchmarks/ssl/dvc.yaml: every label count × seed × method is one run."""
+    """The grid of benchmarks/ssl and benchmarks/paper: every label count × seed × method is one
+    run, and every ablation × seed one more at each of `ablation_labeled`."""
 
     labeled: list[int] = Field(min_length=1, description="label counts, smallest first")
     seeds: list[int] = Field(min_length=1)
     methods: list[Literal["supervised", "mean_teacher", "imas"]] = Field(min_length=1)
+    ablations: list[str] = Field(description="keys of the top-level `ablations` section to run")
+    ablation_labeled: list[int] = Field(description="the label counts the ablations run at")
+    published: str | None = Field(
+        description="null, or a preset of pipeline/published.py printed beside our numbers"
+    )
 
     @model_validator(mode="after")
-    def _distinct(self) -> BenchmarkParams:
-        for name in ("labeled", "seeds", "methods"):
+    def _consistent(self) -> BenchmarkParams:
+        for name in ("labeled", "seeds", "methods", "ablations", "ablation_labeled"):
             values = getattr(self, name)
             if len(set(values)) != len(values):
                 raise ValueError(f"benchmark.{name}={values} repeats a value")
+        # An ablation starts from the warmup of its cell, which only `labeled` counts have.
+        for count in self.ablation_labeled:
+            if count not in self.labeled:
+                raise ValueError(
+                    f"benchmark.ablation_labeled: {count} is not one of benchmark.labeled "
+                    f"{self.labeled}"
+                )
+        if self.published is not None and self.published not in PUBLISHED:
+            raise ValueError(
+                f"benchmark.published: {self.published!r} is not a preset (have: null, "
+                f"{', '.join(PUBLISHED)})"
+            )
         return self
 
 
@@ -113,7 +132,30 @@ class Params(Section):
             )
         for name in self.ablations:
             self.ablation(name)
+        if self.benchmark is not None:
+            self._check_grid(self.benchmark)
         return self
+
+    def _check_grid(self, grid: BenchmarkParams) -> None:
+        pool = self.data.embedded.train_scenes
+        for count in grid.labeled:
+            if count >= pool:
+                raise ValueError(
+                    f"benchmark.labeled: {count} leaves no unlabeled image in the {pool}-scene "
+                    "train pool"
+                )
+        for name in grid.ablations:
+            if name not in self.ablations:
+                raise ValueError(
+                    f"benchmark.ablations: {name!r} is not a key of ablations (have: "
+                    f"{', '.join(sorted(self.ablations)) or 'none'})"
+                )
+            # Runs write <method>.json side by side: an ablation named like a method or the
+            # warmup would overwrite that run's files.
+            if name in {*grid.methods, "warmup"}:
+                raise ValueError(
+                    f"benchmark.ablations: {name!r} is also a method name; rename the ablation"
+                )
 
     def ablation(self, name: str) -> SemiParams:
         """The train section with ablation `name`'s overrides merged in, validated."""
