@@ -125,25 +125,24 @@ class Params(Section):
                 f"model.num_classes={self.model.num_classes} but data.embedded.digits gives "
                 f"{len(names)} classes ({', '.join(names)})"
             )
-        pool = self.data.embedded.train_scenes
-        if self.labeled >= pool:
-            raise ValueError(
-                f"labeled={self.labeled} leaves no unlabeled image in the {pool}-scene train pool"
-            )
+        self._check_pool("labeled=", self.labeled)
         for name in self.ablations:
             self.ablation(name)
         if self.benchmark is not None:
             self._check_grid(self.benchmark)
         return self
 
-    def _check_grid(self, grid: BenchmarkParams) -> None:
+    def _check_pool(self, field: str, count: int) -> None:
+        """A label count must leave unlabeled scenes in the train pool for the SSL methods."""
         pool = self.data.embedded.train_scenes
+        if count >= pool:
+            raise ValueError(
+                f"{field}{count} leaves no unlabeled image in the {pool}-scene train pool"
+            )
+
+    def _check_grid(self, grid: BenchmarkParams) -> None:
         for count in grid.labeled:
-            if count >= pool:
-                raise ValueError(
-                    f"benchmark.labeled: {count} leaves no unlabeled image in the {pool}-scene "
-                    "train pool"
-                )
+            self._check_pool("benchmark.labeled: ", count)
         for name in grid.ablations:
             if name not in self.ablations:
                 raise ValueError(
