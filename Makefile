@@ -43,7 +43,8 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The vega scripts too, so the offline plots page's browser test runs instead of skipping.
+test: lint plots-assets
 	$(BIN)/pytest
 
 # CI: the committed default-pipeline report, and the SSL benchmark's and paper table's seed-0
