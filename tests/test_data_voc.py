@@ -14,7 +14,10 @@ from imas.config import AugConfig
 from imas.data import DataError
 from imas.data.transforms import denormalize, normalize, weak_transform
 from imas.data.voc import (
+    VOC_AUG_LAYOUT,
+    VOC_LAYOUT,
     LabeledDataset,
+    Layout,
     UnlabeledDataset,
     ValDataset,
     read_image,
@@ -226,3 +229,47 @@ def test_unlabeled_item_is_one_weak_crop(root) -> None:
     assert isinstance(item, torch.Tensor) and mask is None
     assert torch.equal(item, want)
     assert torch.equal(after, torch.rand(()))  # no further random draws (e.g. a second crop)
+
+
+def test_layout_paths_are_exact(tmp_path) -> None:
+    # The default must give exactly the paths the dataset classes built before layouts existed.
+    i = "2007_000032"
+    assert str(VOC_LAYOUT.image_path(tmp_path, i)) == f"{tmp_path}/JPEGImages/{i}.jpg"
+    assert str(VOC_LAYOUT.mask_path(tmp_path, i)) == f"{tmp_path}/SegmentationClass/{i}.png"
+    assert str(VOC_AUG_LAYOUT.image_path(tmp_path, i)) == f"{tmp_path}/JPEGImages/{i}.jpg"
+    assert str(VOC_AUG_LAYOUT.mask_path(tmp_path, i)) == f"{tmp_path}/SegmentationClassAug/{i}.png"
+    city = Layout("leftImg8bit/{id}_leftImg8bit.png", "gtFine/{id}_gtFine_labelTrainIds.png")
+    i = "train/aachen/aachen_000000_000019"
+    assert str(city.image_path(tmp_path, i)) == (
+        f"{tmp_path}/leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png"
+    )
+    assert str(city.mask_path(tmp_path, i)) == (
+        f"{tmp_path}/gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png"
+    )
+    for bad in ("JPEGImages/x.jpg", "{id}/{id}.jpg", "/abs/{id}.jpg"):
+        with pytest.raises(ValueError, match=r"must be relative with one \{id\}"):
+            Layout(bad, "m/{id}.png")
+
+
+def test_datasets_read_through_a_layout(root) -> None:
+    layout = Layout("img/{id}_x.png", "lab/sub/{id}.png")
+    (root / "img").mkdir()
+    (root / "lab/sub").mkdir(parents=True)
+    for sid in ("s0", "s1"):
+        (root / "JPEGImages" / f"{sid}.jpg").rename(root / "img" / f"{sid}_x.png")
+        (root / "SegmentationClass" / f"{sid}.png").rename(root / "lab/sub" / f"{sid}.png")
+    want = _coded(seed=1)
+    img, mask, name = ValDataset(root, ["s1"], 5, layout=layout)[0]
+    assert name == "s1" and torch.equal(img[0].long(), 40 + 60 * mask)
+    assert torch.equal(mask, torch.from_numpy(want[1]).long())
+    lab_img, lab_mask = LabeledDataset(root, ["s0"], 5, None, layout=layout)[0]
+    assert lab_img.shape == (3, 20, 30) and torch.equal(lab_img[0].long(), 40 + 60 * lab_mask)
+    assert UnlabeledDataset(root, ["s0", "s1"], AUG, layout=layout)[1].shape == (3, 24, 24)
+    # The default layout no longer finds the moved files; the error names the full path.
+    with pytest.raises(DataError) as e:
+        ValDataset(root, ["s0"], 5)
+    assert str(e.value) == f"{root}/JPEGImages/s0.jpg: listed id 's0' has no file"
+    (root / "lab/sub/s1.png").unlink()
+    with pytest.raises(DataError) as e:
+        LabeledDataset(root, ["s0", "s1"], 5, AUG, layout=layout)
+    assert str(e.value) == f"{root}/lab/sub/s1.png: listed id 's1' has no file"

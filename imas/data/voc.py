@@ -1,14 +1,17 @@
-"""Datasets over a Pascal-VOC-layout root (`JPEGImages/<id>.jpg`, `SegmentationClass/<id>.png`).
+"""Datasets over a root whose files are found by a `Layout` (default: Pascal VOC's
+`JPEGImages/<id>.jpg`, `SegmentationClass/<id>.png`).
 
-The built-in dataset, VOC itself (with `mask_dir="SegmentationClassAug"`) and converted
-Cityscapes share this layout, so the training loop needs no per-dataset code. Every read is
-validated and failures raise `DataError` naming the file: a corrupt or mislabelled mask
-otherwise surfaces much later as a CUDA assert or a silently wrong mIoU.
+The built-in dataset, VOC itself (`VOC_AUG_LAYOUT`) and Cityscapes (its own layout, in
+imas.data.cityscapes) differ only in where files live, so the training loop needs no
+per-dataset code. Every read is validated and failures raise `DataError` naming the file: a
+corrupt or mislabelled mask otherwise surfaces much later as a CUDA assert or a silently wrong
+mIoU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,36 @@ from torch.utils.data import Dataset
 from imas.config import AugConfig
 from imas.data import DataError
 from imas.data.transforms import IGNORE_INDEX, weak_transform
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an id's image and mask live under a root: relative paths with one `{id}` field.
+
+    The id is substituted verbatim, so ids may hold subdirectories
+    (Cityscapes' `train/aachen/aachen_000000_000019`).
+    """
+
+    image: str
+    mask: str
+
+    def __post_init__(self) -> None:
+        for pattern in (self.image, self.mask):
+            # One field and a relative path: a second field or an absolute pattern would
+            # silently read files outside the root.
+            if pattern.count("{id}") != 1 or Path(pattern).is_absolute():
+                raise ValueError(f"layout pattern {pattern!r} must be relative with one {{id}}")
+
+    def image_path(self, root: Path, i: str) -> Path:
+        return root / self.image.replace("{id}", i)
+
+    def mask_path(self, root: Path, i: str) -> Path:
+        return root / self.mask.replace("{id}", i)
+
+
+VOC_LAYOUT = Layout("JPEGImages/{id}.jpg", "SegmentationClass/{id}.png")
+# VOC training masks: the 10,582-image augmented set (SBD + VOC) U2PL and iMAS train on.
+VOC_AUG_LAYOUT = Layout("JPEGImages/{id}.jpg", "SegmentationClassAug/{id}.png")
 
 
 def voc_palette() -> list[int]:
@@ -89,18 +122,14 @@ class _VOCBase(Dataset):
         with_masks: bool,
         num_classes: int = 0,
         cache: bool = False,
-        image_dir: str = "JPEGImages",
-        mask_dir: str = "SegmentationClass",
-        image_ext: str = ".jpg",
-        mask_ext: str = ".png",
+        layout: Layout = VOC_LAYOUT,
     ) -> None:
         self.root = Path(root)
         self.ids = list(ids)
         self.num_classes = num_classes
         self.with_masks = with_masks
         self.cache = cache
-        self._image_dir, self._mask_dir = self.root / image_dir, self.root / mask_dir
-        self._image_ext, self._mask_ext = image_ext, mask_ext
+        self.layout = layout
         self._store: dict[int, tuple[Tensor, Tensor | None]] = {}
         # Fail at construction, not after an hour of training, when a listed file is missing.
         for i in self.ids:
@@ -110,10 +139,10 @@ class _VOCBase(Dataset):
                     raise DataError(f"{p}: listed id {i!r} has no file")
 
     def _image_path(self, i: str) -> Path:
-        return self._image_dir / f"{i}{self._image_ext}"
+        return self.layout.image_path(self.root, i)
 
     def _mask_path(self, i: str) -> Path:
-        return self._mask_dir / f"{i}{self._mask_ext}"
+        return self.layout.mask_path(self.root, i)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -146,10 +175,10 @@ class LabeledDataset(_VOCBase):
         aug: AugConfig | None,
         *,
         cache: bool = False,
-        mask_dir: str = "SegmentationClass",
+        layout: Layout = VOC_LAYOUT,
     ) -> None:
         super().__init__(
-            root, ids, with_masks=True, num_classes=num_classes, cache=cache, mask_dir=mask_dir
+            root, ids, with_masks=True, num_classes=num_classes, cache=cache, layout=layout
         )
         self.aug = aug
 
@@ -178,10 +207,10 @@ class ValDataset(_VOCBase):
         num_classes: int,
         *,
         cache: bool = False,
-        mask_dir: str = "SegmentationClass",
+        layout: Layout = VOC_LAYOUT,
     ) -> None:
         super().__init__(
-            root, ids, with_masks=True, num_classes=num_classes, cache=cache, mask_dir=mask_dir
+            root, ids, with_masks=True, num_classes=num_classes, cache=cache, layout=layout
         )
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, str]:
@@ -198,9 +227,15 @@ class UnlabeledDataset(_VOCBase):
     """
 
     def __init__(
-        self, root: Path | str, ids: Sequence[str], aug: AugConfig, *, cache: bool = False
+        self,
+        root: Path | str,
+        ids: Sequence[str],
+        aug: AugConfig,
+        *,
+        cache: bool = False,
+        layout: Layout = VOC_LAYOUT,
     ) -> None:
-        super().__init__(root, ids, with_masks=False, cache=cache)
+        super().__init__(root, ids, with_masks=False, cache=cache, layout=layout)
         self.aug = aug
 
     def __getitem__(self, index: int) -> Tensor:
