@@ -315,6 +315,7 @@ def test_download_logs_in_and_stores_nothing(site, tmp_path, archives, capsys, c
     assert site.log[1][0] == "POST"  # logged in before asking for anything else
     assert {entry[4] for entry in site.log} == {60}  # the library's requests time out too
     assert not any("Range" in entry[2] for entry in site.log)
+    assert sorted(f.name for f in dest.iterdir()) == sorted(PACKAGES)  # no .partial left
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""  # progress=False silences the library
     _assert_no_secrets(tmp_path, out.out, out.err, caplog.text)

@@ -70,7 +70,7 @@ class _Session(requests.Session):
     """A session whose requests time out: the library's downloader sets no timeout, so a
     stalled connection would otherwise hang the pipeline stage forever."""
 
-    def request(self, *args, **kwargs):  # type: ignore[override]
+    def request(self, *args, **kwargs):
         kwargs.setdefault("timeout", _TIMEOUT)
         return super().request(*args, **kwargs)
 
@@ -137,6 +137,8 @@ def download_packages(
                 part.unlink(missing_ok=True)  # complete but wrong: resuming would keep it wrong
             raise DownloadError(f"{target.name}: Cityscapes download failed ({e})") from e
         os.replace(part, target)
+    with contextlib.suppress(OSError):  # keep a leftover (foreign) file, drop an empty dir
+        partial.rmdir()
     return targets
 
 
