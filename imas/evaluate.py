@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from imas.data.transforms import normalize
 
@@ -61,10 +62,12 @@ def evaluate(
     num_classes: int,
     device: torch.device | str = "cpu",
     ignore_index: int = 255,
+    progress: bool = False,
 ) -> dict:
     """Whole-image evaluation: accumulate one confusion matrix over the loader."""
     total = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-    for batch in batches:
+    # leave=False: during training the bar of the fit loop stays the only lasting line.
+    for batch in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         images, masks = batch[0].to(device), batch[1].to(device)
         total += confusion_matrix(predict(model, images), masks, num_classes, ignore_index)
     per_class, miou = iou(total)

@@ -34,6 +34,8 @@ class FitResult:
     """Weights (state dicts) at the best and the last epoch, and one row of metrics per epoch.
 
     `best` is chosen by the teacher's val mIoU (SPEC §6), or the student's without a teacher.
+    `hardness` holds, per epoch, the hardness γ of every unlabeled image trained on, in order
+    (empty lists for supervised training): the distribution behind the epoch's mean easiness.
     """
 
     best: dict[str, dict[str, Tensor] | None]
@@ -41,6 +43,7 @@ class FitResult:
     best_epoch: int
     best_miou: float
     history: list[dict[str, float]] = field(default_factory=list)
+    hardness: list[list[float]] = field(default_factory=list)
 
 
 def resolve_iters_per_epoch(cfg: TrainConfig, num_unlabeled: int) -> int:
@@ -90,8 +93,8 @@ def _semi_step(
     adaptive: AdaptiveConfig,
     strong_ops: int,
     generator: torch.Generator,
-) -> tuple[Tensor, dict[str, float]]:
-    """Loss of one teacher–student step (SPEC §1) and its diagnostics."""
+) -> tuple[Tensor, dict[str, float], Tensor]:
+    """Loss of one teacher–student step (SPEC §1), its diagnostics and per-image hardness γ."""
     u_w = normalize(u_w8)
     with torch.no_grad():
         student.eval()
@@ -141,7 +144,7 @@ def _semi_step(
         "confident_ratio": float(t_ratio.mean()),
         "cutmix": float(fired),
     }
-    return loss, stats
+    return loss, stats, gamma
 
 
 def fit(
@@ -176,18 +179,20 @@ def fit(
     unlabeled_iter = _cycle(unlabeled) if semi else None
 
     history: list[dict[str, float]] = []
+    hardness: list[list[float]] = []
     best: dict[str, dict[str, Tensor] | None] = {"student": None, "teacher": None}
     best_miou, best_epoch = -math.inf, -1
     bar = tqdm(total=total, desc=cfg.method, disable=not progress, mininterval=1.0)
     step = 0
     for epoch in range(cfg.epochs):
         sums: dict[str, float] = {}
+        epoch_gamma: list[float] = []
         for _ in range(iters_per_epoch):
             lr = _poly_lr(optimizer, step, total, cfg.poly_power)
             x_l, y_l = (t.to(device) for t in next(labeled_iter))
             if semi:
                 u_w8 = next(unlabeled_iter).to(device)
-                loss, stats = _semi_step(
+                loss, stats, gamma = _semi_step(
                     student,
                     teacher,
                     normalize(x_l),
@@ -198,6 +203,7 @@ def fit(
                     strong_ops,
                     generator,
                 )
+                epoch_gamma.extend(gamma.tolist())
             else:
                 loss = supervised_loss(student(normalize(x_l)), y_l)
                 stats = {"loss": float(loss.detach()), "loss_x": float(loss.detach())}
@@ -226,7 +232,8 @@ def fit(
                 best_miou, best_epoch = score, epoch
                 best = {"student": _snapshot(student), "teacher": _snapshot(teacher)}
         history.append(row)
+        hardness.append(epoch_gamma)
         log({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step)
     bar.close()
     last = {"student": _snapshot(student), "teacher": _snapshot(teacher)}
-    return FitResult(best, last, best_epoch, best_miou, history)
+    return FitResult(best, last, best_epoch, best_miou, history, hardness)

@@ -27,8 +27,10 @@ def setup_runtime(runtime: RuntimeParams, seed: int) -> torch.device:
 
 
 def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Through a file object: given a path, torch.save names the archive's inner folder after the
+    # (random) temp file, so equal weights gave different bytes and DVC hashes on every run.
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        torch.save(payload, fh)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def command(
             net = build_model(params.model).to(device)
             net.load_state_dict(state)
             nets[name] = net
-            scores = evaluate(net, loader, n_cls, device)
+            scores = evaluate(net, loader, n_cls, device, progress=params.runtime.progress)
             results[name] = {
                 "miou": round(100 * scores["miou"], 4),
                 "per_class_iou": _points(scores["per_class_iou"]),

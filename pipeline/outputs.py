@@ -64,3 +64,12 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
                 if key in out:
                     out[key] = round(100 * out[key], 4)
             writer.writerow({k: out.get(k, "") for k in HISTORY_FIELDS})
+
+
+def write_hardness(path: Path, per_epoch: list[list[float]]) -> None:
+    """One row per unlabeled image trained on: `epoch,hardness` (γ in [0, 1], 6 decimals)."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", "hardness"])
+        for epoch, values in enumerate(per_epoch):
+            writer.writerows([epoch, f"{v:.6f}"] for v in values)

@@ -258,3 +258,54 @@ def easiness_curves(path: Path | str, histories: Mapping[str, pd.DataFrame]) -> 
         if drawn:
             axes[0].legend(fontsize=8, loc="lower right")
         _save(fig, path)
+
+
+def histogram_epochs(epochs: Sequence[int], count: int = 3) -> list[int]:
+    """`count` epochs spread from the first to the last (all of them if there are fewer)."""
+    unique = sorted(set(int(e) for e in epochs))
+    if len(unique) <= count:
+        return unique
+    picks = np.linspace(0, len(unique) - 1, count).round().astype(int)
+    return [unique[i] for i in picks]
+
+
+def hardness_histograms(path: Path | str, hardness: pd.DataFrame, bins: int = 20) -> None:
+    """Distribution of per-image hardness γ at the first, a middle and the last epoch.
+
+    One step outline per epoch on shared bins over [0, 1], as a fraction of that epoch's images
+    so epochs of different lengths compare; the legend gives each epoch's mean and count.
+    """
+    epochs = histogram_epochs(hardness["epoch"].tolist()) if len(hardness) else []
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    with _figure(7.0, 4.0, layout="constrained") as fig:
+        ax = fig.subplots()
+        for i, epoch in enumerate(epochs):
+            values = hardness.loc[hardness["epoch"] == epoch, "hardness"].to_numpy(float)
+            weights = np.full(len(values), 1.0 / len(values))
+            ax.hist(
+                values,
+                bins=edges,
+                weights=weights,
+                histtype="step",
+                linewidth=1.8,
+                color=_color(i),
+                label=f"epoch {epoch}: mean γ {values.mean():.3f}, {len(values)} images",
+            )
+        ax.set_title("per-image hardness γ of the unlabeled images (iMAS run)", fontsize=10)
+        ax.set_xlabel("hardness γ = 1 − easiness")
+        ax.set_ylabel("fraction of the epoch's images")
+        ax.set_xlim(0.0, 1.0)
+        ax.grid(alpha=0.3)
+        if epochs:
+            ax.legend(fontsize=8, loc="upper right")
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                "not recorded",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="gray",
+            )
+        _save(fig, path)

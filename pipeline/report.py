@@ -22,7 +22,7 @@ import typer
 from pipeline.options import ParamsOpt, SetOpt, params_or_exit
 from pipeline.outputs import HISTORY_FIELDS, atomic_path, write_json
 from pipeline.params import Params
-from pipeline.plots import ablation_bars, easiness_curves, training_curves
+from pipeline.plots import ablation_bars, easiness_curves, hardness_histograms, training_curves
 from pipeline.tracking import stage_run
 
 SUMMARY_KEYS = ["method", "miou", "best_epoch", "last_miou_student", "iterations"]
@@ -42,6 +42,7 @@ ABLATION_NAMES = {
 FIGURES = {
     "training_curves": "Training curves (colour = run; solid = teacher, dashed = student)",
     "easiness": "Mean easiness and confident-pixel ratio per epoch",
+    "hardness": "Per-image hardness of the unlabeled images at the first, middle and last epoch",
     "ablation_bars": "Best val mIoU per method",
     "qualitative": "Qualitative results on val (written by the evaluate stage)",
 }
@@ -63,6 +64,7 @@ class Run:
 class ReportInputs:
     runs: list[Run]  # table order: SupOnly, ablations (mean teacher first), iMAS
     evaluation: dict[str, Any]
+    hardness: pd.DataFrame  # epoch, hardness: one row per unlabeled image of the iMAS run
 
 
 def ablation_name(name: str) -> str:
@@ -155,7 +157,22 @@ def load_inputs(metrics_dir: Path, ablations: Sequence[str] | None = None) -> Re
     ]
     evaluation = _read_json(metrics_dir / "evaluate.json", "evaluate")
     _check_evaluation(metrics_dir / "evaluate.json", evaluation)
-    return ReportInputs(runs, evaluation)
+    return ReportInputs(runs, evaluation, _read_hardness(metrics_dir / "train_hardness.csv"))
+
+
+def _read_hardness(path: Path) -> pd.DataFrame:
+    _require(path, "train")
+    frame = pd.read_csv(path)
+    if list(frame.columns) != ["epoch", "hardness"]:
+        raise ReportInputError(f"{path}: expected columns epoch,hardness")
+    values = pd.to_numeric(frame["hardness"], errors="coerce")
+    bad = frame[values.isna() | (values < 0) | (values > 1)]
+    if len(bad):
+        row = bad.index[0] + 2  # 1-based, after the header line
+        raise ReportInputError(
+            f"{path}: line {row}: hardness {bad.iloc[0]['hardness']!r} not in [0, 1]"
+        )
+    return frame
 
 
 def _fmt(value: Any, sign: bool = False) -> str:
@@ -304,6 +321,7 @@ def write_report(inputs: ReportInputs, out_dir: Path, facts: Mapping[str, Any]) 
         }
     )
     ablation_bars(figures / "ablation_bars.png", bars)
+    hardness_histograms(figures / "hardness.png", inputs.hardness)
     with atomic_path(out_dir / "results.csv") as tmp:
         tmp.write_text(_results_csv(inputs))
     metrics = flat_metrics(inputs)
@@ -345,7 +363,7 @@ def command(
         run.log_metrics(values)
         for name in ("results.md", "results.csv", "metrics.json"):
             run.log_artifact(out / name)
-        for stem in ("training_curves", "easiness", "ablation_bars"):
+        for stem in ("training_curves", "easiness", "ablation_bars", "hardness"):
             run.log_artifact(out / "figures" / f"{stem}.png", "figures")
     typer.echo(
         f"report: iMAS {values['imas']:.2f} vs SupOnly {values['supervised']:.2f} "

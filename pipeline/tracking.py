@@ -68,17 +68,6 @@ class Tracker:
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
-def _config_in_force(stage: str, params: Params) -> TrainConfig | None:
-    """The training section `stage` trains with (by the stage names the CLI uses), else None."""
-    if stage == "warmup":
-        return params.warmup
-    if stage == "train":
-        return params.train
-    if stage.startswith("ablate:"):
-        return params.ablation(stage.removeprefix("ablate:"))
-    return None
-
-
 def effective_params(cfg: TrainConfig) -> dict[str, Any]:
     """`effective.*` params of a training run: `cfg` as `imas.train.fit` applies it.
 
@@ -118,11 +107,14 @@ def stage_run(
     params: Params,
     method: str,
     param_overrides: dict[str, Any] | None = None,
+    *,
+    train_cfg: TrainConfig | None = None,
     **tags: Any,
 ) -> Iterator[Tracker]:
     """Open an MLflow run for one stage with flattened params and identifying tags.
 
     `param_overrides` replaces dotted params, so an ablation logs the switches it really ran.
+    A training stage passes the `train_cfg` it trains with, logged as `effective.*`.
 
     An exception inside the block marks the run FAILED (MLflow's own context manager), so a
     crashed stage never stays "running".
@@ -156,9 +148,8 @@ def stage_run(
         flat = flatten(params.model_dump(mode="json"))
         flat.update(param_overrides or {})
         flat["method"] = method
-        cfg = _config_in_force(stage, params)
-        if cfg is not None:
-            flat.update(effective_params(cfg))
+        if train_cfg is not None:
+            flat.update(effective_params(train_cfg))
         items = [(k, "null" if v is None else v) for k, v in flat.items()]
         for i in range(0, len(items), _PARAM_BATCH):
             mlflow.log_params(dict(items[i : i + _PARAM_BATCH]))

@@ -20,6 +20,9 @@ def command(
     history: Annotated[Path, typer.Option(help="per-epoch CSV")] = Path(
         "metrics/train_history.csv"
     ),
+    hardness: Annotated[
+        Path | None, typer.Option(help="per-image hardness CSV (epoch,hardness); none if unset")
+    ] = None,
     params_file: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
 ) -> None:
@@ -35,6 +38,7 @@ def command(
         metrics=metrics,
         history=history,
         init=init if params.train.init == "warmup" else None,
+        hardness=hardness,
     )
     typer.echo(
         f"train: best teacher val mIoU {summary['miou']:.2f} at epoch {summary['best_epoch']}"

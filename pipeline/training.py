@@ -19,9 +19,19 @@ from pipeline.common import (
     train_loaders,
     val_loader,
 )
-from pipeline.outputs import write_history, write_json
+from pipeline.outputs import write_hardness, write_history, write_json
 from pipeline.params import Params
-from pipeline.tracking import stage_run
+from pipeline.tracking import Tracker, stage_run
+
+
+def _epoch_logger(run: Tracker):
+    """`fit`'s log callback: epoch mIoU in points (0–100), as in the history CSV and summary."""
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        scaled = {k: 100 * v if k.startswith("epoch/miou_") else v for k, v in metrics.items()}
+        run.log_metrics(scaled, step)
+
+    return log
 
 
 def run_training(
@@ -36,8 +46,12 @@ def run_training(
     history: Path,
     init: Path | None = None,
     param_overrides: dict[str, Any] | None = None,
+    hardness: Path | None = None,
 ) -> dict[str, Any]:
-    """Train by `cfg`, then write the checkpoint, metrics JSON and history CSV atomically."""
+    """Train by `cfg`, then write the checkpoint, metrics JSON and history CSV atomically.
+
+    `hardness`, if given, receives the per-image hardness of every epoch (CSV).
+    """
     device = setup_runtime(params.runtime, params.seed)
     labeled, unlabeled, n_unlabeled = train_loaders(
         params, data, split, cfg.batch_labeled, cfg.batch_unlabeled
@@ -49,10 +63,12 @@ def run_training(
         model.load_state_dict(load_checkpoint(init)["best"]["student"])
     generator = torch.Generator().manual_seed(params.seed)
 
-    def val_miou(m: torch.nn.Module) -> float:
-        return evaluate(m, val, params.model.num_classes, device)["miou"]
+    n_cls, progress = params.model.num_classes, params.runtime.progress
 
-    with stage_run(stage, params, cfg.method, param_overrides) as run:
+    def val_miou(m: torch.nn.Module) -> float:
+        return evaluate(m, val, n_cls, device, progress=progress)["miou"]
+
+    with stage_run(stage, params, cfg.method, param_overrides, train_cfg=cfg) as run:
         start = time.perf_counter()
         result = fit(
             model,
@@ -63,7 +79,7 @@ def run_training(
             iters_per_epoch=iters,
             evaluate_fn=val_miou,
             generator=generator,
-            log=run.log_metrics,
+            log=_epoch_logger(run),
             device=device,
             progress=params.runtime.progress,
         )
@@ -91,10 +107,13 @@ def run_training(
         )
         write_json(metrics, summary)
         write_history(history, result.history)
+        if hardness is not None:
+            write_hardness(hardness, result.hardness)
         # Wall time goes to MLflow only: the metrics file must be identical run to run.
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
         run.log_metrics({"train_seconds": seconds})
-        for path in (metrics, history):
-            run.log_artifact(path)
+        for path in (metrics, history, hardness):
+            if path is not None:
+                run.log_artifact(path)
         run.log_artifact(out, "checkpoints")
     return summary

@@ -102,7 +102,7 @@ def test_repro_writes_every_output(repro) -> None:
     summary = json.loads((dst / "reports/metrics.json").read_text())
     assert summary["imas"] == round(train["miou"], 2)
     assert "Mean teacher" in (dst / "reports/results.md").read_text()
-    for png in ("qualitative", "training_curves", "ablation_bars", "easiness"):
+    for png in ("qualitative", "training_curves", "ablation_bars", "easiness", "hardness"):
         assert (dst / f"reports/figures/{png}.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -131,6 +131,10 @@ def test_repro_logs_every_stage_to_mlflow(repro) -> None:
     assert "epoch/miou_teacher" in train.data.metrics and "step/loss" in train.data.metrics
     history = client.get_metric_history(train.info.run_id, "step/easiness")
     assert len(history) >= 1
+    # Epoch curves in points, like the summary: the last one equals the history CSV's last row.
+    curve = client.get_metric_history(train.info.run_id, "epoch/miou_teacher")
+    rows = (dst / "metrics/train_history.csv").read_text().splitlines()
+    assert round(curve[-1].value, 4) == float(rows[-1].split(",")[-1])
     artifacts = {a.path for a in client.list_artifacts(train.info.run_id)}
     assert "checkpoints" in artifacts
     ablation = runs["ablate:no_loss_weight-imas-6-s0"]

@@ -19,7 +19,7 @@ from pipeline.outputs import HISTORY_FIELDS
 REPO = Path(__file__).resolve().parents[1]
 FACTS = {"dataset": "embedded", "labeled images": 6, "seed": 0, "model backbone": "tiny"}
 HEADER = ",".join(HISTORY_FIELDS)
-PNGS = ["training_curves", "easiness", "ablation_bars"]
+PNGS = ["training_curves", "easiness", "ablation_bars", "hardness"]
 
 
 def _summary(method: str, miou: float, student: float, teacher: float | None, iters: int) -> dict:
@@ -76,6 +76,8 @@ def metrics_dir(tmp_path: Path) -> Path:
     (root / "ablate/no_loss_weight_history.csv").write_text(
         _semi_history([0.62, 0.74, 0.9], [0.52, 0.69, 0.86], 58)
     )
+    rows = [f"{e},{h}" for e in (0, 1, 2) for h in (0.1, 0.45 - 0.1 * e, 0.9 - 0.2 * e)]
+    (root / "train_hardness.csv").write_text("\n".join(["epoch,hardness", *rows]) + "\n")
     return root
 
 
@@ -144,14 +146,20 @@ def test_same_inputs_give_byte_identical_outputs(metrics_dir: Path, tmp_path: Pa
     files = sorted(
         p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file()
     )
-    assert len(files) == 6
+    assert len(files) == 7
     for rel in files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
 
 
 @pytest.mark.parametrize(
     "name",
-    ["warmup.json", "train_history.csv", "evaluate.json", "ablate/no_loss_weight_history.csv"],
+    [
+        "warmup.json",
+        "train_history.csv",
+        "train_hardness.csv",
+        "evaluate.json",
+        "ablate/no_loss_weight_history.csv",
+    ],
 )
 def test_missing_file_is_named_and_nothing_written(
     metrics_dir: Path, tmp_path: Path, name: str
@@ -258,3 +266,31 @@ def test_command_writes_report_and_logs_to_mlflow(
     assert runs[0].data.metrics["gain_over_supervised"] == 4.25
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id)}
     assert {"results.md", "results.csv", "metrics.json", "figures"} <= logged
+
+
+def test_histogram_epochs_spread_first_to_last() -> None:
+    assert plots.histogram_epochs([0, 0, 1, 1]) == [0, 1]
+    assert plots.histogram_epochs([4, 0, 2, 1, 3]) == [0, 2, 4]
+    assert plots.histogram_epochs(range(10)) == [0, 4, 9]  # linspace 0, 4.5, 9 rounds half-even
+
+
+def test_hardness_out_of_range_names_file_and_line(metrics_dir: Path, tmp_path: Path) -> None:
+    path = metrics_dir / "train_hardness.csv"
+    path.write_text("epoch,hardness\n0,0.5\n0,1.25\n")
+    with pytest.raises(report.ReportInputError, match=r"train_hardness\.csv: line 3: hardness"):
+        report.build_report(metrics_dir, tmp_path / "reports", FACTS)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_hardness_histogram_shows_the_data(metrics_dir: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.read_csv(metrics_dir / "train_hardness.csv")
+    plots.hardness_histograms(tmp_path / "a.png", frame)
+    shifted = frame.assign(hardness=1.0 - frame["hardness"])
+    plots.hardness_histograms(tmp_path / "b.png", shifted)
+    plots.hardness_histograms(tmp_path / "empty.png", frame.iloc[:0])
+    pictures = [imread(tmp_path / name) for name in ("a.png", "b.png", "empty.png")]
+    assert pictures[0].shape == pictures[1].shape == pictures[2].shape
+    assert not np.array_equal(pictures[0], pictures[1])
+    assert not np.array_equal(pictures[0], pictures[2])

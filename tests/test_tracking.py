@@ -82,7 +82,10 @@ def test_only_training_stages_log_effective_params(tmp_path: Path, monkeypatch) 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     params = load_params(REPO / "params.yaml")
-    with stage_run("ablate:no_loss_weight", params, "imas", {"ablation": "no_loss_weight"}):
+    cfg = params.ablation("no_loss_weight")
+    with stage_run(
+        "ablate:no_loss_weight", params, "imas", {"ablation": "no_loss_weight"}, train_cfg=cfg
+    ):
         pass
     with stage_run("report", params, "report"):
         pass
