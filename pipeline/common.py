@@ -8,7 +8,14 @@ from typing import Any
 import torch
 
 from imas.data.splits import read_list
-from imas.data.voc import LabeledDataset, UnlabeledDataset, ValDataset
+from imas.data.voc import (
+    VOC_AUG_LAYOUT,
+    VOC_LAYOUT,
+    LabeledDataset,
+    Layout,
+    UnlabeledDataset,
+    ValDataset,
+)
 from pipeline.outputs import atomic_path
 from pipeline.params import Params, RuntimeParams
 
@@ -54,6 +61,21 @@ def _loader(dataset, batch: int, shuffle: bool, seed: int, runtime: RuntimeParam
     )
 
 
+def layout_for(dataset: str) -> Layout:
+    """Where a dataset's images and masks lie under its root (see pipeline/datasets.py)."""
+    if dataset == "cityscapes":
+        from imas.data.cityscapes import CITYSCAPES_LAYOUT
+
+        return CITYSCAPES_LAYOUT
+    return VOC_AUG_LAYOUT if dataset == "voc" else VOC_LAYOUT
+
+
+def _dataset_kwargs(params: Params) -> dict[str, Any]:
+    # Decoded images are kept in memory only for the built-in dataset: VOC's 10,582 would need
+    # several GB per loader.
+    return {"cache": params.dataset == "embedded", "layout": layout_for(params.dataset)}
+
+
 def train_loaders(
     params: Params, data: Path, split: Path, batch_labeled: int, batch_unlabeled: int
 ) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader, int]:
@@ -61,8 +83,9 @@ def train_loaders(
     labeled_ids = read_list(split / "labeled.txt")
     unlabeled_ids = read_list(split / "unlabeled.txt")
     n_cls = params.model.num_classes
-    labeled = LabeledDataset(data, labeled_ids, n_cls, params.aug, cache=True)
-    unlabeled = UnlabeledDataset(data, unlabeled_ids, params.aug, cache=True)
+    kwargs = _dataset_kwargs(params)
+    labeled = LabeledDataset(data, labeled_ids, n_cls, params.aug, **kwargs)
+    unlabeled = UnlabeledDataset(data, unlabeled_ids, params.aug, **kwargs)
     # Different seeds for the two shuffles so the streams do not move in lockstep.
     lab = _loader(labeled, batch_labeled, True, params.seed, params.runtime, drop=True)
     unl = _loader(unlabeled, batch_unlabeled, True, params.seed + 1, params.runtime, drop=True)
@@ -71,5 +94,5 @@ def train_loaders(
 
 def val_loader(params: Params, data: Path) -> torch.utils.data.DataLoader:
     ids = read_list(data / "ImageSets" / "Segmentation" / "val.txt")
-    dataset = ValDataset(data, ids, params.model.num_classes, cache=True)
+    dataset = ValDataset(data, ids, params.model.num_classes, **_dataset_kwargs(params))
     return _loader(dataset, params.evaluate.batch_size, False, 0, params.runtime, drop=False)

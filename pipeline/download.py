@@ -1,7 +1,11 @@
-"""Stage `download`: bring the dataset to disk in VOC layout.
+"""Stage `download`: bring the dataset to disk as one root the training stages read.
 
-For the built-in `embedded` dataset nothing is downloaded: scenes are generated from MNIST digits
-and scikit-image's bundled photos, deterministically from `data.embedded_seed`.
+- `embedded` (default): nothing is downloaded; scenes are generated from MNIST digits and
+  scikit-image's bundled photos, deterministically from `data.embedded_seed`.
+- `voc`: VOC 2012 trainval and SBD from `data.voc.*_urls` (md5-checked, resumable), converted
+  to `SegmentationClassAug` with the train_aug (10,582) and val (1,449) lists.
+- `cityscapes`: the fine packages with the account in CITYSCAPES_USERNAME/CITYSCAPES_PASSWORD,
+  and `*_gtFine_labelTrainIds.png` masks (19 classes, 255 ignore).
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from typing import Annotated
 
 import typer
 
+from imas.data import DataError
 from imas.data.embedded import generate
+from pipeline.datasets import prepare_real
 from pipeline.options import ParamsOpt, SetOpt, params_or_exit
 from pipeline.tracking import stage_run
 
@@ -21,12 +27,20 @@ def command(
     params_file: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
 ) -> None:
-    """Create the dataset in VOC layout (JPEGImages/, SegmentationClass/, ImageSets/)."""
+    """Create the dataset root: ImageSets/Segmentation lists, classes.json, images and masks."""
     params = params_or_exit(params_file, overrides)
+    progress = params.runtime.progress
     with stage_run("download", params, "data") as run:
-        summary = generate(
-            out, params.data.embedded, params.data.embedded_seed, progress=params.runtime.progress
-        )
+        try:
+            if params.dataset == "embedded":
+                summary = generate(
+                    out, params.data.embedded, params.data.embedded_seed, progress=progress
+                )
+            else:
+                summary = prepare_real(params, out, progress)
+        except DataError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(code=1) from None
         numbers = {k: v for k, v in summary.items() if isinstance(v, int | float)}
         run.log_metrics(numbers)
     typer.echo(f"wrote {out}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))

@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from imas.config import AugConfig, EmbeddedDataConfig, ModelConfig, Section, TrainConfig
+from imas.data.published import published_counts
 from pipeline.published import PUBLISHED
 
 
@@ -24,9 +25,35 @@ class ParamsError(ValueError):
     """params.yaml is missing, unreadable or invalid; the message names the field and value."""
 
 
+class SplitParams(Section):
+    """Where the labeled/unlabeled lists come from (the split stage)."""
+
+    source: Literal["generated", "published"] = Field(
+        description="generated: a seeded draw; published: the iMAS authors' lists (voc, cityscapes)"
+    )
+    family: Literal["classic", "blended"] = Field(
+        description="classic: labeled ids from the finely annotated images (VOC's 1,464); "
+        "blended: from all of VOC train_aug (voc only)"
+    )
+    urls: list[str] = Field(min_length=1, description="mirrors of the published split folder")
+
+
+class VocParams(Section):
+    voc_urls: list[str] = Field(min_length=1, description="mirrors of VOCtrainval_11-May-2012.tar")
+    sbd_urls: list[str] = Field(min_length=1, description="mirrors of SBD's benchmark.tgz")
+    downloads: str = Field(min_length=1, description="folder for the archives and their trees")
+
+
+class CityscapesParams(Section):
+    downloads: str = Field(min_length=1, description="folder for the packages and their trees")
+
+
 class DataParams(Section):
     embedded: EmbeddedDataConfig
     embedded_seed: int = Field(description="seed of the generated scenes (fixed across splits)")
+    split: SplitParams
+    voc: VocParams
+    cityscapes: CityscapesParams
 
 
 class WarmupParams(TrainConfig):
@@ -103,8 +130,13 @@ class BenchmarkParams(Section):
         return self
 
 
+# Class counts and the (labeled pool, train pool) sizes of the real datasets: classic VOC labels
+# come from the 1,464 finely annotated train images, the unlabeled rest from train_aug.
+REAL_DATASETS = {"voc": (21, 1464, 10582), "cityscapes": (19, 2975, 2975)}
+
+
 class Params(Section):
-    dataset: Literal["embedded"]
+    dataset: Literal["embedded", "voc", "cityscapes"]
     labeled: int = Field(ge=1, description="number of labeled images in the split")
     seed: int = Field(ge=0)
     data: DataParams
@@ -119,12 +151,26 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
-        names = self.data.embedded.class_names
-        if self.model.num_classes != len(names):
+        if self.dataset == "embedded":
+            names = self.data.embedded.class_names
+            if self.model.num_classes != len(names):
+                raise ValueError(
+                    f"model.num_classes={self.model.num_classes} but data.embedded.digits gives "
+                    f"{len(names)} classes ({', '.join(names)})"
+                )
+        else:
+            classes = REAL_DATASETS[self.dataset][0]
+            if self.model.num_classes != classes:
+                raise ValueError(
+                    f"model.num_classes={self.model.num_classes} but dataset {self.dataset} has "
+                    f"{classes} classes"
+                )
+        if self.dataset == "voc" and self.evaluate.batch_size != 1:
+            # Whole-image evaluation: VOC images differ in size, so a batch cannot be stacked.
             raise ValueError(
-                f"model.num_classes={self.model.num_classes} but data.embedded.digits gives "
-                f"{len(names)} classes ({', '.join(names)})"
+                f"evaluate.batch_size={self.evaluate.batch_size}: VOC images differ in size, use 1"
             )
+        self._check_split()
         self._check_pool("labeled=", self.labeled)
         for name in self.ablations:
             self.ablation(name)
@@ -132,12 +178,41 @@ class Params(Section):
             self._check_grid(self.benchmark)
         return self
 
-    def _check_pool(self, field: str, count: int) -> None:
-        """A label count must leave unlabeled scenes in the train pool for the SSL methods."""
-        pool = self.data.embedded.train_scenes
-        if count >= pool:
+    def _check_split(self) -> None:
+        split = self.data.split
+        if split.family == "blended" and self.dataset != "voc":
             raise ValueError(
-                f"{field}{count} leaves no unlabeled image in the {pool}-scene train pool"
+                f"data.split.family='blended' exists for voc only, not dataset {self.dataset!r}"
+            )
+        if split.source == "published":
+            if self.dataset == "embedded":
+                raise ValueError(
+                    "data.split.source='published': the built-in dataset has no published "
+                    "lists; use 'generated'"
+                )
+            dataset = "pascal" if self.dataset == "voc" else "cityscapes"
+            counts = published_counts(dataset, split.family)
+            if self.labeled not in counts:
+                raise ValueError(
+                    f"labeled={self.labeled} has no published {self.dataset} {split.family} "
+                    f"list (have: {', '.join(map(str, counts))})"
+                )
+
+    def _check_pool(self, field: str, count: int) -> None:
+        """A label count must fit the labeled pool and leave unlabeled images for SSL."""
+        if self.dataset == "embedded":
+            pool = self.data.embedded.train_scenes
+            if count >= pool:
+                raise ValueError(
+                    f"{field}{count} leaves no unlabeled image in the {pool}-scene train pool"
+                )
+            return
+        _, fine, pool = REAL_DATASETS[self.dataset]
+        limit = pool - 1 if self.data.split.family == "blended" or fine == pool else fine
+        if count > limit:
+            raise ValueError(
+                f"{field}{count} exceeds the {limit} images a {self.dataset} "
+                f"{self.data.split.family} split can label"
             )
 
     def _check_grid(self, grid: BenchmarkParams) -> None:

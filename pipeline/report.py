@@ -161,7 +161,8 @@ def load_inputs(metrics_dir: Path, ablations: Sequence[str] | None = None) -> Re
 
 
 def _read_hardness(path: Path) -> pd.DataFrame:
-    _require(path, "train")
+    if not path.is_file():
+        raise ReportInputError(f"{path}: no such file (the `train` stage writes it: --hardness)")
     frame = pd.read_csv(path)
     if list(frame.columns) != ["epoch", "hardness"]:
         raise ReportInputError(f"{path}: expected columns epoch,hardness")

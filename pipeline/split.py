@@ -1,4 +1,10 @@
-"""Stage `split`: labeled.txt / unlabeled.txt for the top-level `labeled` count and `seed`."""
+"""Stage `split`: labeled.txt / unlabeled.txt for `labeled`, `seed` and `data.split`.
+
+Generated splits are a seeded draw; published ones are the iMAS authors' lists, downloaded and
+verified by sha256, then checked against the dataset root (every id must exist in its train
+pool, and its val list must equal the published one) so a wrong list fails here, not hours into
+training.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ from typing import Annotated
 
 import typer
 
-from imas.data.splits import make_split, read_list, write_list
+from imas.data import DataError
+from imas.data.splits import write_list
+from pipeline.datasets import split_lists
 from pipeline.options import DataOpt, ParamsOpt, SetOpt, params_or_exit
 from pipeline.outputs import atomic_path
 from pipeline.tracking import stage_run
@@ -21,10 +29,13 @@ def command(
     params_file: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
 ) -> None:
-    """Draw `labeled` ids from the train pool with `seed`; the rest is unlabeled."""
+    """Write the labeled and unlabeled id lists of the train pool."""
     params = params_or_exit(params_file, overrides)
-    pool = read_list(data / "ImageSets" / "Segmentation" / "train.txt")
-    labeled, unlabeled = make_split(pool, params.labeled, params.seed)
+    try:
+        labeled, unlabeled = split_lists(params, data, params.runtime.progress)
+    except (DataError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
     with stage_run("split", params, "data") as run:
         out.mkdir(parents=True, exist_ok=True)
         for name, ids in (("labeled.txt", labeled), ("unlabeled.txt", unlabeled)):

@@ -136,6 +136,9 @@ def stage_run(
         "labeled": params.labeled,
         "seed": params.seed,
         "dataset": params.dataset,
+        # Results on VOC compare only within a split family (classic vs blended labels).
+        "split_family": params.data.split.family,
+        "split_source": params.data.split.source,
         **tags,
     }
     commit = _git_commit()

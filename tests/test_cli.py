@@ -52,7 +52,8 @@ def test_stages_in_order(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None
     warm = json.loads((workdir / "metrics/warmup.json").read_text())
     assert warm["method"] == "supervised" and warm["iterations"] == 2
 
-    assert invoke(workdir, monkeypatch, "train").exit_code == 0
+    hardness = ("--hardness", "metrics/train_hardness.csv")  # the report's histogram reads it
+    assert invoke(workdir, monkeypatch, "train", *hardness).exit_code == 0
     assert json.loads((workdir / "metrics/train.json").read_text())["method"] == "imas"
 
     assert invoke(workdir, monkeypatch, "ablate", "mean_teacher").exit_code == 0

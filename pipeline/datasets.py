@@ -1,0 +1,142 @@
+"""What differs between the datasets, in one place: preparing the root, the split, the layout.
+
+Every dataset ends up as one root that the training stages read the same way:
+`ImageSets/Segmentation/{train,val}.txt` (VOC adds `train_aug.txt`, its unlabeled pool),
+`classes.json`, and the images and masks where `common.layout_for(dataset)` says. Real datasets are
+built in a temporary sibling and renamed into place, so a failed download or conversion never
+leaves a half-built root for DVC to cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from imas.data import DataError
+from imas.data.splits import make_split, read_list, write_list
+from pipeline.params import Params
+
+VOC_CLASSES = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+]  # fmt: skip
+
+
+def _build_atomically(out: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    try:
+        summary = build(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _build_voc(params: Params, root: Path, progress: bool) -> dict[str, Any]:
+    from imas.data.pascal import SBD_SOURCE, VOC_SOURCE, build_segmentation_aug, fetch_voc_sbd
+
+    cfg = params.data.voc
+    voc_root, sbd_root = fetch_voc_sbd(
+        Path(cfg.downloads),
+        voc=dataclasses.replace(VOC_SOURCE, urls=tuple(cfg.voc_urls)),
+        sbd=dataclasses.replace(SBD_SOURCE, urls=tuple(cfg.sbd_urls)),
+        progress=progress,
+    )
+    counts = build_segmentation_aug(voc_root, sbd_root, root, progress=progress)
+    (root / "classes.json").write_text(json.dumps(VOC_CLASSES) + "\n")
+    return counts
+
+
+def _build_cityscapes(params: Params, root: Path, progress: bool) -> dict[str, Any]:
+    from imas.data import cityscapes as cs
+
+    archives = cs.download_packages(Path(params.data.cityscapes.downloads), progress=progress)
+    cs.extract_packages(archives, root, progress=progress)
+    written = cs.create_train_ids(root, progress=progress)
+    sets = root / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    counts = {"train_id_masks": written}
+    for split in cs.SPLITS:
+        ids = cs.list_ids(root, split)
+        write_list(sets / f"{split}.txt", ids)
+        counts[split] = len(ids)
+    (root / "classes.json").write_text(json.dumps(cityscapes_classes()) + "\n")
+    return counts
+
+
+def cityscapes_classes() -> list[str]:
+    """The 19 evaluated classes in trainId order, from cityscapesscripts' official table."""
+    from cityscapesscripts.helpers.labels import labels
+
+    named = sorted((lab.trainId, lab.name) for lab in labels if 0 <= lab.trainId < 19)
+    return [name for _, name in named]
+
+
+def prepare_real(params: Params, out: Path, progress: bool) -> dict[str, Any]:
+    """Download (or reuse the archives in `data.<dataset>.downloads`) and build `out`."""
+    build = {"voc": _build_voc, "cityscapes": _build_cityscapes}[params.dataset]
+    return _build_atomically(out, lambda root: build(params, root, progress))
+
+
+def _published(params: Params, data: Path, pool: list[str], progress: bool):
+    from imas.data.published import fetch_split, fetch_val_list
+
+    name = "pascal" if params.dataset == "voc" else "cityscapes"
+    if params.dataset == "cityscapes":
+        from imas.data.cityscapes import id_from_published as to_id
+    else:
+
+        def to_id(line: str) -> str:
+            return line
+
+    urls = params.data.split.urls
+    with tempfile.TemporaryDirectory() as tmp:
+        lab_path, unl_path = fetch_split(
+            name, params.labeled, Path(tmp), base_urls=urls, progress=progress
+        )
+        labeled = [to_id(i) for i in read_list(lab_path)]
+        unlabeled = [to_id(i) for i in read_list(unl_path)]
+        val = {to_id(i) for i in read_list(fetch_val_list(name, Path(tmp), base_urls=urls))}
+    where = f"published {name}/{params.labeled} list"
+    known = set(pool)
+    for ids, kind in ((labeled, "labeled"), (unlabeled, "unlabeled")):
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise DataError(
+                f"{where}: {len(unknown)} {kind} id(s) not in the dataset's train pool "
+                f"({data}), e.g. {unknown[:3]}"
+            )
+    both = set(labeled) & set(unlabeled)
+    if both:
+        raise DataError(f"{where}: {len(both)} id(s) both labeled and unlabeled, e.g. {both}")
+    ours = set(read_list(data / "ImageSets" / "Segmentation" / "val.txt"))
+    if ours != val:
+        raise DataError(
+            f"{data}/ImageSets/Segmentation/val.txt differs from the published {name} val list "
+            f"({len(ours)} vs {len(val)} ids, {len(ours ^ val)} not shared)"
+        )
+    return labeled, unlabeled
+
+
+def split_lists(params: Params, data: Path, progress: bool) -> tuple[list[str], list[str]]:
+    """The labeled and unlabeled ids of `params` (count, seed, `data.split`) over root `data`."""
+    sets = data / "ImageSets" / "Segmentation"
+    if params.dataset == "embedded":
+        return make_split(read_list(sets / "train.txt"), params.labeled, params.seed)
+    fine = read_list(sets / "train.txt")
+    pool = read_list(sets / "train_aug.txt") if params.dataset == "voc" else fine
+    if params.data.split.source == "published":
+        return _published(params, data, pool, progress)
+    from imas.data.published import generated_split
+
+    labeled_pool = fine if params.data.split.family == "classic" else pool
+    return generated_split(labeled_pool, pool, params.labeled, params.seed)

@@ -1,0 +1,105 @@
+"""`dataset: cityscapes` through the download and split stages, with the packages already in
+the downloads folder (so no login happens) and published lists served from disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from test_cityscapes import TRAIN_A, TRAIN_B, VAL, archives  # noqa: F401  (fixture)
+from tiny_params import tiny
+from typer.testing import CliRunner
+
+from imas.data import published
+from imas.data.cityscapes import PASSWORD_VAR, USERNAME_VAR
+from pipeline.cli import app
+from pipeline.common import train_loaders, val_loader
+from pipeline.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _image_line(i: str) -> str:
+    return f"leftImg8bit/{i}_leftImg8bit.png"
+
+
+@pytest.fixture
+def work(tmp_path: Path, archives: list[Path], monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: F811
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    for archive in archives:
+        shutil.copy(archive, downloads / archive.name)
+    raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    raw["dataset"] = "cityscapes"
+    raw["labeled"] = 1
+    raw["model"]["num_classes"] = 19
+    raw["aug"]["crop"] = 8
+    raw["evaluate"]["batch_size"] = 1
+    raw["data"]["cityscapes"]["downloads"] = str(downloads)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # The packages are there: the stage must not need (or ask for) an account.
+    monkeypatch.delenv(USERNAME_VAR, raising=False)
+    monkeypatch.delenv(PASSWORD_VAR, raising=False)
+    return tmp_path
+
+
+def test_download_converts_and_lists_then_split_and_load(work: Path) -> None:
+    result = CliRunner().invoke(app, ["download", "--out", "data/cityscapes"])
+    assert result.exit_code == 0, result.output
+    data = work / "data/cityscapes"
+    sets = data / "ImageSets/Segmentation"
+    assert (sets / "train.txt").read_text().split() == sorted([TRAIN_A, TRAIN_B])
+    assert (sets / "val.txt").read_text().split() == [VAL]
+    classes = json.loads((data / "classes.json").read_text())
+    assert len(classes) == 19 and classes[0] == "road" and classes[13] == "car"
+
+    result = CliRunner().invoke(app, ["split", "--data", "data/cityscapes"])
+    assert result.exit_code == 0, result.output
+    labeled = (work / "data/split/labeled.txt").read_text().split()
+    unlabeled = (work / "data/split/unlabeled.txt").read_text().split()
+    assert len(labeled) == 1 and sorted(labeled + unlabeled) == sorted([TRAIN_A, TRAIN_B])
+
+    params = load_params(work / "params.yaml")
+    lab, _, n_unlabeled = train_loaders(params, data, work / "data/split", 1, 1)
+    image, mask = next(iter(lab))
+    assert image.shape == (1, 3, 8, 8) and n_unlabeled == 1
+    assert set(mask.unique().tolist()) <= {*range(19), 255}
+    _, masks, ids = next(iter(val_loader(params, data)))
+    assert ids == (VAL,) and int(masks.unique()[0]) == 13  # labelId 26 (car) -> trainId 13
+
+
+def test_published_cityscapes_lists_become_ids(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CliRunner().invoke(app, ["download", "--out", "data/cityscapes"]).exit_code == 0
+    root = work / "splits"
+    lists = {
+        "cityscapes/1/labeled.txt": [_image_line(TRAIN_B)],
+        "cityscapes/1/unlabeled.txt": [_image_line(TRAIN_A)],
+        "cityscapes/val.txt": [_image_line(VAL)],
+    }
+    for rel, lines in lists.items():
+        text = "\n".join(lines)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        monkeypatch.setitem(published.SPLITS, rel, (len(lines), sha))
+    monkeypatch.setitem(published.FAMILIES, ("cityscapes", "classic"), (1,))
+    args = ["--set", "data.split.source=published", "--set", f"data.split.urls=[{root.as_uri()}]"]
+    result = CliRunner().invoke(app, ["split", "--data", "data/cityscapes", *args])
+    assert result.exit_code == 0, result.output
+    assert (work / "data/split/labeled.txt").read_text() == TRAIN_B
+    assert (work / "data/split/unlabeled.txt").read_text() == TRAIN_A
+
+
+def test_missing_packages_without_account_say_which_variables(work: Path) -> None:
+    for archive in (work / "downloads").iterdir():
+        archive.unlink()
+    result = CliRunner().invoke(app, ["download", "--out", "data/cityscapes"])
+    assert result.exit_code == 1
+    assert USERNAME_VAR in result.output and PASSWORD_VAR in result.output
+    assert not (work / "data/cityscapes").exists()
