@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_cityscapes import TRAIN_A, TRAIN_B, VAL, archives  # noqa: F401  (fixture)
-from tiny_params import tiny
+from tiny_params import tiny_real
 from typer.testing import CliRunner
 
 from imas.data import published
@@ -33,12 +33,7 @@ def work(tmp_path: Path, archives: list[Path], monkeypatch: pytest.MonkeyPatch) 
     downloads.mkdir()
     for archive in archives:
         shutil.copy(archive, downloads / archive.name)
-    raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    raw["dataset"] = "cityscapes"
-    raw["labeled"] = 1
-    raw["model"]["num_classes"] = 19
-    raw["aug"]["crop"] = 8
-    raw["evaluate"]["batch_size"] = 1
+    raw = tiny_real(yaml.safe_load((ROOT / "params.yaml").read_text()), "cityscapes", 19)
     raw["data"]["cityscapes"]["downloads"] = str(downloads)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)

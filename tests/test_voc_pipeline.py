@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_pascal import TRAIN_AUG, VAL, VOC_TRAIN, _archive, make_raw
-from tiny_params import tiny
+from tiny_params import tiny_real
 from typer.testing import CliRunner
 
 from imas.data import pascal, published
@@ -41,12 +41,7 @@ def voc_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         md5 = hashlib.md5(archive.read_bytes()).hexdigest()
         monkeypatch.setattr(pascal, name, replace(source, md5=md5))
         urls[name] = archive.as_uri()
-    raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    raw["dataset"] = "voc"
-    raw["labeled"] = 1
-    raw["model"]["num_classes"] = 21
-    raw["evaluate"]["batch_size"] = 1
-    raw["aug"]["crop"] = 8
+    raw = tiny_real(yaml.safe_load((ROOT / "params.yaml").read_text()), "voc", 21)
     raw["data"]["voc"].update(
         voc_urls=["http://127.0.0.1:9/gone.tar", urls["VOC_SOURCE"]],  # first mirror fails
         sbd_urls=[urls["SBD_SOURCE"]],

@@ -16,3 +16,14 @@ def tiny(raw: dict[str, Any]) -> dict[str, Any]:
     raw["evaluate"].update(batch_size=6, figure_images=2)
     raw["runtime"].update(progress=False, threads=1)
     return raw
+
+
+def tiny_real(raw: dict[str, Any], dataset: str, num_classes: int) -> dict[str, Any]:
+    """`tiny` for a real dataset's fixture root: one labeled image, 8-pixel crops, batch-1 val."""
+    raw = tiny(raw)
+    raw["dataset"] = dataset
+    raw["labeled"] = 1
+    raw["model"]["num_classes"] = num_classes
+    raw["aug"]["crop"] = 8
+    raw["evaluate"]["batch_size"] = 1
+    return raw
