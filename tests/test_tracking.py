@@ -92,7 +92,10 @@ def test_only_training_stages_log_effective_params(tmp_path: Path, monkeypatch) 
     client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("imas-embedded")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    ablation = runs[f"ablate:no_loss_weight-imas-{params.labeled}-s{params.seed}"].data.params
+    ablation_run = runs[f"ablate:no_loss_weight-imas-{params.labeled}-s{params.seed}"]
+    assert ablation_run.data.tags["split_family"] == params.data.split.family == "classic"
+    assert ablation_run.data.tags["split_source"] == "generated"
+    ablation = ablation_run.data.params
     assert ablation["effective.adaptive.loss_weight"] == "False"
     assert ablation["effective.adaptive.intensity"] == "True"
     report = runs[f"report-report-{params.labeled}-s{params.seed}"].data.params
