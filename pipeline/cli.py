@@ -17,7 +17,9 @@ from pipeline import (
     evaluate,
     paper_table,
     plot_assets,
+    presets,
     report,
+    smoke,
     split,
     train,
     warmup,
@@ -39,6 +41,8 @@ app.command("report")(report.command)
 app.command("benchmark")(benchmark.command)
 app.command("paper-table")(paper_table.command)
 app.command("plots-assets")(plot_assets.command)
+app.command("preset")(presets.command)
+app.command("smoke")(smoke.command)
 
 if __name__ == "__main__":
     app()

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from imas.config import AugConfig, EmbeddedDataConfig, ModelConfig, Section, TrainConfig
 from imas.data.published import published_counts
-from pipeline.published import PUBLISHED
+from pipeline.published import PRESETS, PUBLISHED
 
 
 class ParamsError(ValueError):
@@ -136,6 +136,7 @@ REAL_DATASETS = {"voc": (21, 1464, 10582), "cityscapes": (19, 2975, 2975)}
 
 
 class Params(Section):
+    preset: str | None = Field(description="the paper setting applied by `imas preset`, or null")
     dataset: Literal["embedded", "voc", "cityscapes"]
     labeled: int = Field(ge=1, description="number of labeled images in the split")
     seed: int = Field(ge=0)
@@ -151,6 +152,8 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"preset {self.preset!r} is not one of: null, {', '.join(PRESETS)}")
         if self.dataset == "embedded":
             names = self.data.embedded.class_names
             if self.model.num_classes != len(names):

@@ -32,6 +32,13 @@ PUBLISHED: dict[str, Preset] = {
             "supervised": {662: 67.4, 1323: 72.1, 2646: 74.7},
         },
     ),
+    "voc_blended_r50": Preset(
+        title="PASCAL VOC 2012, blended split (CPS lists), ResNet-50",
+        miou={
+            "imas": {662: 75.9, 1323: 76.7, 2646: 77.1},
+            "supervised": {662: 63.8, 1323: 69.0, 2646: 72.5},
+        },
+    ),
     "cityscapes": Preset(
         title="Cityscapes (U2PL lists), ResNet-50, output stride 16",
         miou={
@@ -39,4 +46,21 @@ PUBLISHED: dict[str, Preset] = {
             "supervised": {186: 64.0, 372: 69.2, 744: 73.0, 1488: 76.4},
         },
     ),
+    "cityscapes_os8": Preset(
+        title="Cityscapes (U2PL lists), ResNet-50, output stride 8",
+        miou={
+            "imas": {186: 75.2, 372: 78.0, 744: 78.2, 1488: 80.2},
+            "supervised": {186: None, 372: None, 744: None, 1488: None},
+        },
+        note="The paper gives no SupOnly numbers for output stride 8.",
+    ),
+}
+
+# `imas preset NAME` (pipeline/presets/NAME.yaml) → the published numbers it is compared with.
+PRESETS: dict[str, str] = {
+    "voc_classic_r101": "voc_classic",
+    "voc_blended_r101": "voc_blended_r101",
+    "voc_blended_r50": "voc_blended_r50",
+    "cityscapes_r50_os16": "cityscapes",
+    "cityscapes_r50_os8": "cityscapes_os8",
 }

@@ -23,6 +23,7 @@ from pipeline.options import ParamsOpt, SetOpt, params_or_exit
 from pipeline.outputs import HISTORY_FIELDS, atomic_path, write_json
 from pipeline.params import Params
 from pipeline.plots import ablation_bars, easiness_curves, hardness_histograms, training_curves
+from pipeline.published import PRESETS, PUBLISHED
 from pipeline.tracking import stage_run
 
 SUMMARY_KEYS = ["method", "miou", "best_epoch", "last_miou_student", "iterations"]
@@ -74,6 +75,7 @@ def ablation_name(name: str) -> str:
 def header_facts(params: Params) -> dict[str, Any]:
     """The settings the report states; the report stage should list exactly these as params."""
     return {
+        "preset": params.preset or "none (built-in default)",
         "dataset": params.dataset,
         "labeled images": params.labeled,
         "seed": params.seed,
@@ -219,7 +221,27 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: bool =
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def render_markdown(inputs: ReportInputs, facts: Mapping[str, Any]) -> str:
+def published_block(
+    inputs: ReportInputs, preset: str, labeled: int, published: Mapping[str, Mapping[int, Any]]
+) -> list[str]:
+    """Markdown blocks: the preset's published SupOnly and iMAS numbers beside ours."""
+    runs = {run.key: run.summary["miou"] for run in inputs.runs}
+    rows = []
+    for key, name in (("supervised", "SupOnly"), ("imas", "iMAS")):
+        paper = published.get(key, {}).get(labeled)
+        ours = runs.get(key)
+        delta = None if paper is None or ours is None else ours - paper
+        rows.append([name, _fmt(paper), _fmt(ours), _fmt(delta, sign=True)])
+    return [
+        f"## Published numbers (preset {preset}, {labeled} labels)",
+        "— marks a number the paper does not give. Δ = ours − published.",
+        _table(["method", "published", "ours", "Δ"], rows),
+    ]
+
+
+def render_markdown(
+    inputs: ReportInputs, facts: Mapping[str, Any], published: Sequence[str] = ()
+) -> str:
     runs = {run.key: run for run in inputs.runs}
     sup, imas = runs["supervised"].summary, runs["imas"].summary
     settings = [
@@ -279,6 +301,7 @@ def render_markdown(inputs: ReportInputs, facts: Mapping[str, Any]) -> str:
         "which has no teacher); Δ is against SupOnly.",
         _table(results_header, results),
         f"Re-scored by the evaluate stage: {rescored}.",
+        *published,
         "## Per-class IoU (%), SupOnly vs iMAS (best teacher)",
         "— marks a class absent from val.",
         _table(["class", "SupOnly", "iMAS", "Δ"], per_class),
@@ -309,8 +332,16 @@ def _results_csv(inputs: ReportInputs) -> str:
     return buffer.getvalue()
 
 
-def write_report(inputs: ReportInputs, out_dir: Path, facts: Mapping[str, Any]) -> dict[str, float]:
-    """Write every report output atomically; returns the contents of metrics.json."""
+def write_report(
+    inputs: ReportInputs,
+    out_dir: Path,
+    facts: Mapping[str, Any],
+    published: Sequence[str] = (),
+) -> dict[str, float]:
+    """Write every report output atomically; returns the contents of metrics.json.
+
+    `published`: markdown blocks from `published_block` when a preset is active.
+    """
     figures = out_dir / "figures"
     histories = {run.name: run.history for run in inputs.runs}
     training_curves(figures / "training_curves.png", histories)
@@ -329,7 +360,7 @@ def write_report(inputs: ReportInputs, out_dir: Path, facts: Mapping[str, Any]) 
     write_json(out_dir / "metrics.json", metrics)
     # Last, so a results.md on disk always sits next to the figures it links.
     with atomic_path(out_dir / "results.md") as tmp:
-        tmp.write_text(render_markdown(inputs, facts))
+        tmp.write_text(render_markdown(inputs, facts, published))
     return metrics
 
 
@@ -359,8 +390,12 @@ def command(
     except ReportInputError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
+    blocks: list[str] = []
+    if params.preset is not None:
+        miou = PUBLISHED[PRESETS[params.preset]].miou
+        blocks = published_block(inputs, params.preset, params.labeled, miou)
     with stage_run("report", params, "report") as run:
-        values = write_report(inputs, out, header_facts(params))
+        values = write_report(inputs, out, header_facts(params), blocks)
         run.log_metrics(values)
         for name in ("results.md", "results.csv", "metrics.json"):
             run.log_artifact(out / name)

@@ -294,3 +294,16 @@ def test_hardness_histogram_shows_the_data(metrics_dir: Path, tmp_path: Path) ->
     assert pictures[0].shape == pictures[1].shape == pictures[2].shape
     assert not np.array_equal(pictures[0], pictures[1])
     assert not np.array_equal(pictures[0], pictures[2])
+
+
+def test_published_block_puts_paper_beside_ours(metrics_dir: Path, tmp_path: Path) -> None:
+    inputs = report.load_inputs(metrics_dir)
+    paper = {"imas": {6: 70.0}, "supervised": {6: None}}
+    blocks = report.published_block(inputs, "voc_classic_r101", 6, paper)
+    assert blocks[0] == "## Published numbers (preset voc_classic_r101, 6 labels)"
+    assert blocks[2].splitlines()[2:] == [
+        "| SupOnly | — | 60.00 | — |",
+        "| iMAS | 70.00 | 64.25 | -5.75 |",
+    ]
+    report.write_report(inputs, tmp_path / "reports", FACTS, blocks)
+    assert "| iMAS | 70.00 | 64.25 | -5.75 |" in (tmp_path / "reports/results.md").read_text()
