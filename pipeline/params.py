@@ -73,6 +73,33 @@ class SemiParams(TrainConfig):
 class EvaluateParams(Section):
     batch_size: int = Field(ge=1)
     figure_images: int = Field(ge=1, description="val images in the qualitative grid")
+    mode: Literal["whole", "sliding"] = Field(
+        description="whole: one pass per image; sliding: window x window tiles every stride "
+        "pixels, softmax summed over overlaps (SPEC §7: Cityscapes 769 / 512)"
+    )
+    window: int | None = Field(ge=8, description="tile side in pixels (sliding), else null")
+    stride: int | None = Field(ge=1, description="tile step in pixels (sliding), else null")
+
+    @model_validator(mode="after")
+    def _window(self) -> EvaluateParams:
+        if self.mode == "whole":
+            for name in ("window", "stride"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"evaluate.{name}={getattr(self, name)} but evaluate.mode='whole' "
+                        f"takes no {name}; set it to null"
+                    )
+            return self
+        for name in ("window", "stride"):
+            if getattr(self, name) is None:
+                raise ValueError(f"evaluate.mode='sliding' needs evaluate.{name}, got null")
+        assert self.window is not None and self.stride is not None
+        if self.stride > self.window:
+            raise ValueError(
+                f"evaluate.stride={self.stride} exceeds evaluate.window={self.window}: the tiles "
+                "would leave gaps"
+            )
+        return self
 
 
 class RuntimeParams(Section):

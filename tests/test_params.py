@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.params import ParamsError, flatten, load_params
+from pipeline.params import EvaluateParams, ParamsError, flatten, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,3 +136,62 @@ def test_progress_rejects_other_words(tmp_path: Path) -> None:
     path = write(tmp_path, lambda raw: raw["runtime"].update(progress="sometimes"))
     with pytest.raises(ParamsError, match=r"runtime\.progress.*'sometimes'"):
         load_params(path)
+
+
+def _evaluate(**values):
+    return lambda raw: raw["evaluate"].update(values)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (_evaluate(mode="sliding"), "evaluate.mode='sliding' needs evaluate.window, got null"),
+        (
+            _evaluate(mode="sliding", window=769),
+            "evaluate.mode='sliding' needs evaluate.stride, got null",
+        ),
+        (
+            _evaluate(mode="sliding", window=769, stride=800),
+            "evaluate.stride=800 exceeds evaluate.window=769",
+        ),
+        (_evaluate(mode="sliding", window=4, stride=2), "evaluate.window: Input should be"),
+        (_evaluate(mode="sliding", window=8, stride=0), "evaluate.stride: Input should be"),
+        (_evaluate(window=769), "evaluate.window=769 but evaluate.mode='whole' takes no window"),
+        (_evaluate(stride=512), "evaluate.stride=512 but evaluate.mode='whole' takes no stride"),
+        (_evaluate(mode="tiles"), "evaluate.mode: Input should be 'whole' or 'sliding'"),
+        (lambda raw: raw["evaluate"].pop("mode"), "evaluate.mode: Field required"),
+        (lambda raw: raw["evaluate"].pop("window"), "evaluate.window: Field required"),
+        (lambda raw: raw["evaluate"].pop("stride"), "evaluate.stride: Field required"),
+    ],
+)
+def test_evaluate_window_params_are_checked(tmp_path: Path, mutate, needle: str) -> None:
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, mutate))
+    assert needle in str(err.value)
+
+
+def test_evaluate_whole_and_sliding_are_valid(tmp_path: Path) -> None:
+    default = load_params(ROOT / "params.yaml").evaluate
+    assert (default.mode, default.window, default.stride) == ("whole", None, None)
+    sliding = load_params(write(tmp_path, _evaluate(mode="sliding", window=769, stride=512)))
+    assert (sliding.evaluate.window, sliding.evaluate.stride) == (769, 512)
+    equal = load_params(write(tmp_path, _evaluate(mode="sliding", window=8, stride=8)))
+    assert equal.evaluate.stride == 8
+
+
+@pytest.mark.parametrize(
+    "params_file", ["params.yaml", "benchmarks/ssl/params.yaml", "benchmarks/paper/params.yaml"]
+)
+def test_every_params_file_evaluates_whole_images(params_file: str) -> None:
+    ev = load_params(ROOT / params_file).evaluate
+    assert (ev.mode, ev.window, ev.stride) == ("whole", None, None)
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "pipeline/presets").glob("*")))
+def test_preset_evaluate_sections_are_valid(preset: str) -> None:
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
+    overlay = yaml.safe_load((ROOT / "pipeline/presets" / f"{preset}.yaml").read_text())
+    ev = EvaluateParams.model_validate({**base, **overlay["evaluate"]})
+    # SPEC §7: VOC whole image, Cityscapes 769 windows every 512 pixels
+    want = ("sliding", 769, 512) if preset.startswith("cityscapes") else ("whole", None, None)
+    assert (ev.mode, ev.window, ev.stride) == want
