@@ -48,6 +48,8 @@ def command(
         "imas_student_last": checkpoints["imas"]["last"]["student"],
     }
     class_names = json.loads((data / "classes.json").read_text())
+    ev = params.evaluate
+    tiles = {"mode": ev.mode, "window": ev.window, "stride": ev.stride}
     with stage_run("evaluate", params, params.train.method) as run:
         results: dict = {"class_names": class_names}
         nets = {}
@@ -55,7 +57,7 @@ def command(
             net = build_model(params.model).to(device)
             net.load_state_dict(state)
             nets[name] = net
-            scores = evaluate(net, loader, n_cls, device, progress=params.runtime.progress)
+            scores = evaluate(net, loader, n_cls, device, progress=params.runtime.progress, **tiles)
             results[name] = {
                 "miou": round(100 * scores["miou"], 4),
                 "per_class_iou": _points(scores["per_class_iou"]),
@@ -65,8 +67,8 @@ def command(
 
         images, truths = _first_images(loader, params.evaluate.figure_images)
         preds = {
-            "supervised": predict(nets["warmup"], images.to(device)).cpu(),
-            "iMAS": predict(nets["imas_teacher_best"], images.to(device)).cpu(),
+            "supervised": predict(nets["warmup"], images.to(device), **tiles).cpu(),
+            "iMAS": predict(nets["imas_teacher_best"], images.to(device), **tiles).cpu(),
         }
         qualitative_grid(figure, images, truths, preds, class_names)
         write_json(metrics, results)

@@ -66,7 +66,9 @@ def run_training(
     n_cls, progress = params.model.num_classes, params.runtime.progress
 
     def val_miou(m: torch.nn.Module) -> float:
-        return evaluate(m, val, n_cls, device, progress=progress)["miou"]
+        ev = params.evaluate
+        tiles = {"mode": ev.mode, "window": ev.window, "stride": ev.stride}
+        return evaluate(m, val, n_cls, device, progress=progress, **tiles)["miou"]
 
     with stage_run(stage, params, cfg.method, param_overrides, train_cfg=cfg) as run:
         start = time.perf_counter()
