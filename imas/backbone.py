@@ -74,6 +74,7 @@ class TinyBackbone(nn.Module):
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.low_channels, self.high_channels = chans[0], chans[3]
+        self.mid_channels = chans[2]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # torchvision's ResNet initialisation
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -81,9 +82,15 @@ class TinyBackbone(nn.Module):
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def stages(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(layer1, layer3, layer4) features: low-level, auxiliary-head input, high-level."""
         low = self.layer1(self.stem(x))
-        return low, self.layer4(self.layer3(self.layer2(low)))
+        mid = self.layer3(self.layer2(low))
+        return low, mid, self.layer4(mid)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low, _, high = self.stages(x)
+        return low, high
 
 
 def _dilate_basic_layer(layer: nn.Sequential, previous: int, dilation: int) -> None:
@@ -100,15 +107,82 @@ def _dilate_basic_layer(layer: nn.Sequential, previous: int, dilation: int) -> N
             block.downsample[0].stride = (1, 1)
 
 
-class ResNetBackbone(nn.Module):
-    """torchvision ResNet without avgpool/fc; low = layer1, high = layer4.
+def deep_stem() -> tuple[nn.Sequential, nn.BatchNorm2d]:
+    """The paper's stem (SPEC §7): conv3×3(3→64, s2)-BN-ReLU, conv3×3(64→64)-BN-ReLU,
+    conv3×3(64→128), then `bn1` (128) and ReLU outside the Sequential.
 
-    Submodule names equal torchvision's, so a torchvision state dict minus `fc.*` loads with
-    `strict=True`. Extension point: pretrained and deep-stem weights (SPEC §7) belong in a loader
-    that replaces `conv1`/`bn1` by the deep stem and loads strictly; none is implemented yet.
+    The layout and names (`conv1.0`, `conv1.1`, `conv1.3`, `conv1.4`, `conv1.6`, `bn1`) are those
+    of the deep-stem ResNets the SSS community's ImageNet checkpoints were saved from, so such a
+    checkpoint loads key for key.
+    """
+    conv1 = nn.Sequential(
+        resnet.conv3x3(3, 64, stride=2),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        resnet.conv3x3(64, 64),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        resnet.conv3x3(64, 128),
+    )
+    return conv1, nn.BatchNorm2d(128)
+
+
+def _deep_layer1(block: type[resnet.BasicBlock | resnet.Bottleneck], blocks: int) -> nn.Sequential:
+    """torchvision's layer1 rebuilt for the deep stem's 128 input channels (64 for the 7×7)."""
+    width = 64 * block.expansion
+    downsample = nn.Sequential(resnet.conv1x1(128, width), nn.BatchNorm2d(width))
+    layers = [block(128, 64, downsample=downsample)]
+    layers += [block(width, 64) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
+def _init_like_torchvision(modules: list[nn.Module]) -> None:
+    """torchvision's ResNet initialisation with zero_init_residual, for rebuilt modules."""
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for m in module.modules():
+            if isinstance(m, resnet.Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
+            elif isinstance(m, resnet.BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+
+
+def apply_multi_grid(layer4: nn.Sequential, dilation: int, grid: tuple[int, ...]) -> None:
+    """DeepLab v3's multi-grid: block i's 3×3 conv gets dilation × grid[i] (padding equal).
+
+    `dilation` is layer4's (2 at output stride 16, 4 at 8), so (1, 2, 4) gives 2/4/8 and 4/8/16,
+    what the authors' code computes. The first block's conv follows the grid too, instead of
+    torchvision's rule of keeping the previous stage's dilation there.
+    """
+    if len(grid) != len(layer4):
+        raise ValueError(f"multi_grid {list(grid)} needs {len(layer4)} values, one per block")
+    for block, g in zip(layer4, grid, strict=True):
+        d = dilation * g
+        block.conv2.dilation, block.conv2.padding = (d, d), (d, d)
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet without avgpool/fc; low = layer1, mid = layer3, high = layer4.
+
+    Submodule names equal torchvision's, so with the 7×7 stem a torchvision state dict minus
+    `fc.*` loads with `strict=True`. With `stem="deep"` the 7×7 conv, its BN and layer1 (whose
+    input grows from 64 to 128 channels) are replaced after construction and re-initialised,
+    and the max-pool uses ceil mode, as in the paper's networks.
     """
 
-    def __init__(self, name: str, output_stride: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        output_stride: int,
+        *,
+        stem: str,
+        multi_grid: tuple[int, int, int] | None,
+    ) -> None:
         super().__init__()
         dilate = list(DILATE[output_stride])
         if name == "resnet18":
@@ -123,6 +197,16 @@ class ResNetBackbone(nn.Module):
             net = factory(
                 weights=None, zero_init_residual=True, replace_stride_with_dilation=dilate
             )
+        if stem == "deep":
+            # Built after torchvision's net, so the 7×7 path's random init is left unchanged.
+            net.conv1, net.bn1 = deep_stem()
+            net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+            net.layer1 = _deep_layer1(type(net.layer1[0]), len(net.layer1))
+            _init_like_torchvision([net.conv1, net.bn1, net.layer1])
+        if multi_grid is not None:
+            if name == "resnet18":
+                raise ValueError("multi-grid is defined for Bottleneck ResNets, not resnet18")
+            apply_multi_grid(net.layer4, 2 ** sum(dilate), multi_grid)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1,
@@ -132,7 +216,14 @@ class ResNetBackbone(nn.Module):
         )
         expansion = 1 if name == "resnet18" else 4
         self.low_channels, self.high_channels = 64 * expansion, 512 * expansion
+        self.mid_channels = 256 * expansion
+
+    def stages(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(layer1, layer3, layer4) features: low-level, auxiliary-head input, high-level."""
+        low = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        mid = self.layer3(self.layer2(low))
+        return low, mid, self.layer4(mid)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        low = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
-        return low, self.layer4(self.layer3(self.layer2(low)))
+        low, _, high = self.stages(x)
+        return low, high

@@ -4,17 +4,18 @@ The decoder follows the authors' released `dec_deeplabv3_plus` (U2PL lineage): A
 concatenated, projected by a 1×1 conv, upsampled to the stride-4 low-level feature, fused by two
 3×3 convs and classified by a 1×1 conv. Like the authors' code it has no dropout (their
 `Dropout2d(0.1)` lines are commented out), which also keeps a training forward free of hidden
-randomness. Known deviations from the paper's GPU setting: torchvision ResNets use the 7×7 stem
-(not the deep stem) and no multi-grid (1, 2, 4) in layer4; there is no auxiliary head.
+randomness. The ResNets take the paper's deep stem or torchvision's 7×7 stem (a deviation the
+tracking tags), optional multi-grid in layer4 and an optional auxiliary head on layer3.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from imas.backbone import ResNetBackbone, TinyBackbone, conv_bn_relu
 from imas.config import ModelConfig
@@ -41,6 +42,9 @@ class ASPP(nn.Module):
 class DeepLabV3Plus(nn.Module):
     """DeepLabV3+: backbone → ASPP on the high feature, fused with the stride-4 low feature.
 
+    With `aux_head`, an FCN head on layer3 (U2PL's `Aux_Module`: conv3×3 → BN → ReLU → 1×1
+    classifier, no dropout) gives auxiliary logits for the supervised loss. `forward(x)` always
+    returns the main logits only, so evaluation, prediction and the teacher never see the head.
     Training needs batch ≥ 2: the image-pooling branch has a BatchNorm over a 1×1 map.
     """
 
@@ -50,7 +54,9 @@ class DeepLabV3Plus(nn.Module):
         if cfg.backbone == "tiny":
             self.backbone = TinyBackbone(cfg.width, cfg.output_stride)
         else:
-            self.backbone = ResNetBackbone(cfg.backbone, cfg.output_stride)
+            self.backbone = ResNetBackbone(
+                cfg.backbone, cfg.output_stride, stem=cfg.stem, multi_grid=cfg.multi_grid
+            )
         c = cfg.aspp_channels
         self.aspp = ASPP(self.backbone.high_channels, c, cfg.aspp_rates)
         self.low_conv = conv_bn_relu(self.backbone.low_channels, cfg.low_level_channels, 1)
@@ -58,14 +64,34 @@ class DeepLabV3Plus(nn.Module):
             conv_bn_relu(c + cfg.low_level_channels, c, 3), conv_bn_relu(c, c, 3)
         )
         self.classifier = nn.Conv2d(c, cfg.num_classes, 1)
+        # Created last and only when asked for: a model without it keeps the random init and
+        # the state-dict keys it had before the head existed.
+        self.aux: nn.Sequential | None = None
+        if cfg.aux_head:
+            self.aux = nn.Sequential(
+                conv_bn_relu(self.backbone.mid_channels, c, 3), nn.Conv2d(c, cfg.num_classes, 1)
+            )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [B, num_classes, H, W] at the input resolution."""
-        low, high = self.backbone(x)
+    @overload
+    def forward(self, x: Tensor, with_aux: Literal[False] = False) -> Tensor: ...
+
+    @overload
+    def forward(self, x: Tensor, with_aux: Literal[True]) -> tuple[Tensor, Tensor]: ...
+
+    def forward(self, x: Tensor, with_aux: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits [B, num_classes, H, W] at the input resolution; with `with_aux`, also the
+        auxiliary head's logits, upsampled the same way."""
+        low, mid, high = self.backbone.stages(x)
         low = self.low_conv(low)
         up = F.interpolate(self.aspp(high), low.shape[-2:], mode="bilinear", align_corners=True)
         logits = self.classifier(self.fuse(torch.cat([up, low], dim=1)))
-        return F.interpolate(logits, x.shape[-2:], mode="bilinear", align_corners=True)
+        logits = F.interpolate(logits, x.shape[-2:], mode="bilinear", align_corners=True)
+        if not with_aux:
+            return logits
+        if self.aux is None:
+            raise ValueError("with_aux=True, but the model has no auxiliary head (aux_head)")
+        aux = F.interpolate(self.aux(mid), x.shape[-2:], mode="bilinear", align_corners=True)
+        return logits, aux
 
 
 def build_model(cfg: ModelConfig) -> DeepLabV3Plus:

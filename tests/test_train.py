@@ -24,6 +24,10 @@ MODEL = ModelConfig(
     aspp_rates=(1, 2, 3),
     low_level_channels=4,
     output_stride=8,
+    stem=None,
+    multi_grid=None,
+    pretrained=None,
+    aux_head=False,
 )
 
 
@@ -65,6 +69,8 @@ def config(method: str, **adaptive) -> TrainConfig:
         momentum=0.9,
         poly_power=0.9,
         eval_every=1,
+        aux_weight=0.0,
+        ohem=None,
         tau=0.5,
         lambda_u=1.0,
         ema_decay=0.99,
