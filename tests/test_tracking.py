@@ -105,8 +105,9 @@ def test_only_training_stages_log_effective_params(tmp_path: Path, monkeypatch) 
 def test_effective_params_keep_their_keys_with_ohem_on_or_off() -> None:
     params = load_params(REPO / "params.yaml")
     off = effective_params(params.train)
+    ohem = {"thresh": 0.7, "min_kept": 100000}
     on = effective_params(
-        params.train.model_copy(update={"ohem": {"thresh": 0.7, "min_kept": 100000}})
+        type(params.train).model_validate({**params.train.model_dump(), "ohem": ohem})
     )
     assert set(on) == set(off)
     assert off["effective.ohem.thresh"] is None and on["effective.ohem.thresh"] == 0.7
