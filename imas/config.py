@@ -54,14 +54,77 @@ class AugConfig(Section):
     strong_ops: int = Field(ge=0, description="k ops drawn with replacement from the 12-op pool")
 
 
+# ResNets whose blocks are Bottlenecks: DeepLab's multi-grid multiplies the one 3×3 conv of each
+# layer4 block; a BasicBlock has two, and no published multi-grid rule for them.
+BOTTLENECK_RESNETS = ("resnet50", "resnet101")
+
+
 class ModelConfig(Section):
+    """DeepLabV3+ on a tiny CPU backbone or a ResNet (SPEC §7).
+
+    The ResNet-only fields (`stem`, `multi_grid`, `pretrained`) must be null for `tiny`, which has
+    its own 3×3 stem and no pretrained weights: rejecting them, rather than ignoring them, means
+    a preset never silently trains something other than what its params file says.
+    """
+
     backbone: Literal["tiny", "resnet18", "resnet50", "resnet101"]
     num_classes: int = Field(ge=2)
     width: int = Field(ge=4, description="tiny backbone: channels of the first stage")
-    aspp_channels: int = Field(ge=8)
+    aspp_channels: int = Field(ge=8, description="ASPP, decoder and auxiliary head width")
     aspp_rates: tuple[int, int, int]
     low_level_channels: int = Field(ge=4)
     output_stride: Literal[8, 16]
+    stem: Literal["deep", "torchvision"] | None = Field(
+        description="resnets: deep (the paper's three 3×3 convs, 128 channels) or torchvision "
+        "(7×7, a deviation from the paper); null for tiny"
+    )
+    multi_grid: tuple[int, int, int] | None = Field(
+        description="layer4 dilation multipliers per block, e.g. (1, 2, 4) (resnet50/101); "
+        "null: torchvision's dilation rule"
+    )
+    pretrained: str | None = Field(
+        description="null: random init; imagenet: torchvision's ImageNet weights (stem "
+        "torchvision); otherwise a local backbone state dict (.pth)"
+    )
+    aux_head: bool = Field(description="FCN head on layer3 for the auxiliary loss (U2PL)")
+
+    @model_validator(mode="after")
+    def _backbone_options(self) -> ModelConfig:
+        if self.backbone == "tiny":
+            for name in ("stem", "multi_grid", "pretrained"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r}: the tiny backbone has its own 3×3 stem, "
+                        f"no multi-grid and no pretrained weights; set model.{name}: null"
+                    )
+            return self
+        if self.stem is None:
+            raise ValueError(
+                f"backbone {self.backbone!r} needs model.stem: deep (the paper) or torchvision"
+            )
+        if self.multi_grid is not None:
+            if self.backbone not in BOTTLENECK_RESNETS:
+                raise ValueError(
+                    f"multi_grid={list(self.multi_grid)} needs a Bottleneck ResNet "
+                    f"({', '.join(BOTTLENECK_RESNETS)}), not {self.backbone!r}"
+                )
+            if min(self.multi_grid) < 1:
+                raise ValueError(f"multi_grid={list(self.multi_grid)}: multipliers must be ≥ 1")
+        if self.pretrained == "imagenet" and self.stem == "deep":
+            raise ValueError(
+                "pretrained='imagenet' loads torchvision's weights, which exist for the 7×7 stem "
+                "only: use stem: torchvision, or a local deep-stem checkpoint path"
+            )
+        if self.pretrained == "":
+            raise ValueError("pretrained: use null for random weights, not an empty string")
+        return self
+
+    def paper_deviation(self) -> str | None:
+        """'torchvision-stem' when a ResNet uses the 7×7 stem instead of the paper's deep stem
+        (SPEC §7 asks to report it); None otherwise. The tiny backbone is no paper model."""
+        if self.backbone != "tiny" and self.stem == "torchvision":
+            return "torchvision-stem"
+        return None
 
 
 class AdaptiveConfig(Section):
@@ -77,6 +140,13 @@ class AdaptiveConfig(Section):
     scaled_magnitude: bool = Field(
         description="scale strong-op magnitudes by easiness (the paper's text; off in the code)"
     )
+
+
+class OhemConfig(Section):
+    """Online hard example mining of the supervised loss (U2PL's Cityscapes criterion)."""
+
+    thresh: float = Field(gt=0, le=1, description="keep pixels whose true-class prob ≤ thresh")
+    min_kept: int = Field(ge=1, description="…but at least this many hardest pixels per batch")
 
 
 SEMI_ONLY = ("tau", "lambda_u", "ema_decay", "ignore_index0", "drop_weak_forward", "adaptive")
@@ -99,6 +169,12 @@ class TrainConfig(Section):
     momentum: float = Field(ge=0, lt=1)
     poly_power: float = Field(ge=0)
     eval_every: int = Field(ge=1, description="evaluate on val every N epochs")
+    aux_weight: float = Field(
+        ge=0, description="weight of the auxiliary head's loss on labeled images; 0: off"
+    )
+    ohem: OhemConfig | None = Field(
+        description="null: plain cross-entropy on labeled images; else OHEM (main and aux)"
+    )
     tau: float | None = Field(None, gt=0, le=1, description="confidence threshold (loss, γ)")
     lambda_u: float | None = Field(None, ge=0)
     ema_decay: float | None = Field(None, ge=0, lt=1, description="cap of the EMA decay (§6)")

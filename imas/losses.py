@@ -1,7 +1,8 @@
-"""Supervised and easiness-weighted unsupervised losses (SPEC §1, §5)."""
+"""Supervised (plain or OHEM) and easiness-weighted unsupervised losses (SPEC §1, §5)."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -10,6 +11,36 @@ IGNORE_INDEX = 255
 
 def supervised_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Pixel cross-entropy averaged over the labeled pixels (255 = ignore)."""
+    return F.cross_entropy(logits, target, ignore_index=ignore_index)
+
+
+def ohem_loss(
+    logits: Tensor,
+    target: Tensor,
+    thresh: float = 0.7,
+    min_kept: int = 100000,
+    ignore_index: int = IGNORE_INDEX,
+) -> Tensor:
+    """Cross-entropy over the hard pixels of the batch (U2PL's `OhemCrossEntropy2dTensor`).
+
+    A labeled pixel is hard when the softmax probability of its true class is ≤ the threshold
+    max(thresh, p_(min_kept)), p_(k) the k-th smallest such probability in the batch: all pixels
+    below `thresh`, and at least the `min_kept` hardest (ties may add more). With fewer than
+    `min_kept` labeled pixels every labeled pixel counts, as in U2PL. The loss is the mean over
+    the kept pixels; the selection carries no gradient.
+    """
+    if min_kept < 1:
+        # U2PL skips the selection entirely for min_kept = 0; refusing avoids that surprise.
+        raise ValueError(f"min_kept={min_kept} must be ≥ 1")
+    with torch.no_grad():
+        valid = target != ignore_index
+        n_valid = int(valid.sum())
+        if n_valid > 0 and min_kept <= n_valid:
+            safe = target.masked_fill(~valid, 0).unsqueeze(1)
+            p_true = F.softmax(logits.detach(), dim=1).gather(1, safe).squeeze(1)
+            kth = torch.kthvalue(p_true[valid], min_kept).values.item()
+            hard = p_true <= max(thresh, kth)
+            target = target.masked_fill(~(valid & hard), ignore_index)
     return F.cross_entropy(logits, target, ignore_index=ignore_index)
 
 

@@ -22,7 +22,7 @@ from imas.config import AdaptiveConfig, TrainConfig
 from imas.data.transforms import normalize
 from imas.hardness import confidence_maps, confident_ratio, hardness_from_maps
 from imas.intensity import strong_view
-from imas.losses import supervised_loss, unsupervised_loss
+from imas.losses import ohem_loss, supervised_loss, unsupervised_loss
 from imas.model import ema_decay, ema_update, make_teacher, param_groups
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -83,6 +83,37 @@ def _cutmix_fires(adaptive: AdaptiveConfig, mean_e: float, generator: torch.Gene
     return torch.rand((), generator=generator).item() < p
 
 
+def _pixel_loss(logits: Tensor, target: Tensor, cfg: TrainConfig) -> Tensor:
+    if cfg.ohem is None:
+        return supervised_loss(logits, target)
+    return ohem_loss(logits, target, cfg.ohem.thresh, cfg.ohem.min_kept)
+
+
+def _labeled_loss(
+    student: nn.Module, x_l: Tensor, y_l: Tensor, cfg: TrainConfig, extra: list[Tensor]
+) -> tuple[Tensor, list[Tensor], dict[str, float]]:
+    """One student forward of the labeled batch followed by `extra` batches (concatenated, so
+    BatchNorm sees them together); the supervised loss of the labeled part, the logits of the
+    extra parts, and loss diagnostics.
+
+    With `aux_weight` > 0 the loss is main + aux_weight · aux, the auxiliary head's logits
+    taken on the labeled slice only (U2PL's criterion); OHEM, when configured, applies to both.
+    """
+    x = torch.cat([x_l, *extra]) if extra else x_l
+    sizes = [x_l.shape[0]] + [e.shape[0] for e in extra]
+    if cfg.aux_weight > 0:
+        logits, aux = student(x, with_aux=True)
+        parts = logits.split(sizes)
+        main = _pixel_loss(parts[0], y_l, cfg)
+        loss_aux = _pixel_loss(aux[: sizes[0]], y_l, cfg)
+        loss = main + cfg.aux_weight * loss_aux
+        stats = {"loss_x": float(loss.detach()), "loss_aux": float(loss_aux.detach())}
+        return loss, list(parts[1:]), stats
+    parts = student(x).split(sizes)
+    loss = _pixel_loss(parts[0], y_l, cfg)
+    return loss, list(parts[1:]), {"loss_x": float(loss.detach())}
+
+
 def _semi_step(
     student: nn.Module,
     teacher: nn.Module,
@@ -123,13 +154,11 @@ def _semi_step(
             )
             cm = cutmix(u_w, pseudo, conf, partner, cutmix_boxes(b, h, w, generator))
 
-    groups = [x_l] + ([] if cfg.drop_weak_forward else [u_w]) + ([cm.images] if fired else [])
+    # One student forward over every view: labeled, weak, CutMix, strong.
+    groups = ([] if cfg.drop_weak_forward else [u_w]) + ([cm.images] if fired else [])
     groups.append(u_s)
-    logits = student(torch.cat(groups))
-    sizes = [g.shape[0] for g in groups]
-    parts = logits.split(sizes)
+    loss_x, parts, x_stats = _labeled_loss(student, x_l, y_l, cfg, groups)
 
-    loss_x = supervised_loss(parts[0], y_l)
     weights = e if adaptive.loss_weight else None
     loss_u = unsupervised_loss(parts[-1], pseudo, conf, cfg.tau, weights)
     if fired:
@@ -138,7 +167,7 @@ def _semi_step(
     loss = loss_x + cfg.lambda_u * loss_u
     stats = {
         "loss": float(loss.detach()),
-        "loss_x": float(loss_x.detach()),
+        **x_stats,
         "loss_u": float(loss_u.detach()),
         "easiness": mean_e,
         "confident_ratio": float(t_ratio.mean()),
@@ -167,6 +196,8 @@ def fit(
     if semi and unlabeled is None:
         raise ValueError(f"method {cfg.method!r} needs an unlabeled loader")
     adaptive = cfg.effective_adaptive() if semi else None
+    if cfg.aux_weight > 0 and getattr(student, "aux", None) is None:
+        raise ValueError(f"aux_weight={cfg.aux_weight} needs a model with an auxiliary head")
     student.to(device).train()
     teacher = make_teacher(student) if semi else None
     optimizer = torch.optim.SGD(
@@ -205,8 +236,8 @@ def fit(
                 )
                 epoch_gamma.extend(gamma.tolist())
             else:
-                loss = supervised_loss(student(normalize(x_l)), y_l)
-                stats = {"loss": float(loss.detach()), "loss_x": float(loss.detach())}
+                loss, _, x_stats = _labeled_loss(student, normalize(x_l), y_l, cfg, [])
+                stats = {"loss": float(loss.detach()), **x_stats}
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -202,8 +202,13 @@ class Params(Section):
             )
         self._check_split()
         self._check_pool("labeled=", self.labeled)
-        for name in self.ablations:
-            self.ablation(name)
+        sections = [("warmup", self.warmup), ("train", self.train)]
+        sections += [(f"ablations.{name}", self.ablation(name)) for name in self.ablations]
+        for where, section in sections:
+            if section.aux_weight > 0 and not self.model.aux_head:
+                raise ValueError(
+                    f"{where}.aux_weight={section.aux_weight} needs model.aux_head: true"
+                )
         if self.benchmark is not None:
             self._check_grid(self.benchmark)
         return self

@@ -75,6 +75,8 @@ def effective_params(cfg: TrainConfig) -> dict[str, Any]:
     switch is off; the mean-teacher baseline has the switches of `effective_adaptive()`.
     """
     data = cfg.model_dump(mode="json")
+    if data["ohem"] is None:  # same keys with OHEM off as on, for the compare view
+        data["ohem"] = {"thresh": None, "min_kept": None}
     if cfg.method == "supervised":
         data.update(dict.fromkeys(SEMI_ONLY))
         data["adaptive"] = {
@@ -141,6 +143,10 @@ def stage_run(
         "split_source": params.data.split.source,
         **tags,
     }
+    # SPEC §7: a ResNet on torchvision's 7×7 stem is not the paper's network; say so on the run.
+    deviation = params.model.paper_deviation()
+    if deviation is not None:
+        all_tags["deviation"] = deviation
     commit = _git_commit()
     if commit:
         all_tags["mlflow.source.git.commit"] = commit

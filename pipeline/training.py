@@ -12,6 +12,7 @@ from imas.config import TrainConfig
 from imas.evaluate import evaluate
 from imas.model import build_model
 from imas.train import fit, resolve_iters_per_epoch
+from imas.weights import load_pretrained
 from pipeline.common import (
     load_checkpoint,
     save_checkpoint,
@@ -61,6 +62,8 @@ def run_training(
     model = build_model(params.model)
     if init is not None:
         model.load_state_dict(load_checkpoint(init)["best"]["student"])
+    else:  # a run from scratch starts from the pretrained backbone (a warmup already did)
+        load_pretrained(model, params.model)
     generator = torch.Generator().manual_seed(params.seed)
 
     n_cls, progress = params.model.num_classes, params.runtime.progress

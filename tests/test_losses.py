@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from imas.losses import supervised_loss, unsupervised_loss
+from imas.losses import ohem_loss, supervised_loss, unsupervised_loss
 
 
 def test_unsupervised_mean_over_all_pixels() -> None:
@@ -153,3 +153,63 @@ def test_float32_loss_matches_reference_with_ties_and_empty_masks(num_classes: i
             unsupervised_loss(logits, labels, conf, tau, weights).backward()
             masked = (conf < tau)[:, None].expand_as(logits)
             assert torch.equal(logits.grad[masked], torch.zeros(int(masked.sum())))
+
+
+def _ohem_pixels(batch_of_pixels: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Five pixels, two classes, logits (a, 0): p(class 0) = a / (a + 1) after exp.
+
+    True-class probabilities 0.5, 0.25, 0.75, 0.9 and one ignored pixel; cross-entropies
+    ln 2, ln 4, ln 4/3, ln 10/9. As one 1×5 image, or as five 1×1 images (OHEM ranks the batch).
+    """
+    a = torch.tensor([0.0, math.log(3), math.log(3), math.log(9), 5.0])
+    logits = torch.stack([a, torch.zeros(5)])  # [2, 5]
+    target = torch.tensor([0, 1, 0, 0, 255])
+    if batch_of_pixels:
+        return logits.T.reshape(5, 2, 1, 1).clone(), target.reshape(5, 1, 1)
+    return logits.reshape(1, 2, 1, 5).clone(), target.reshape(1, 1, 5)
+
+
+LN = {"0.5": math.log(2), "0.25": math.log(4), "0.75": math.log(4 / 3), "0.9": math.log(10 / 9)}
+
+
+@pytest.mark.parametrize(
+    ("thresh", "min_kept", "kept"),
+    [
+        (0.7, 1, ["0.5", "0.25"]),  # the pixels below thresh; min_kept already met
+        (0.7, 3, ["0.5", "0.25", "0.75"]),  # 3rd smallest p = 0.75 > thresh raises the bar
+        (0.7, 4, ["0.5", "0.25", "0.75", "0.9"]),
+        (0.7, 5, ["0.5", "0.25", "0.75", "0.9"]),  # fewer labeled pixels than min_kept: all
+        (0.4, 1, ["0.25"]),
+        (0.5, 1, ["0.5", "0.25"]),  # p = 0.5 exactly: ≤ thresh is kept (U2PL's `le`)
+    ],
+)
+@pytest.mark.parametrize("batch_of_pixels", [False, True])
+def test_ohem_hand_computed(
+    thresh: float, min_kept: int, kept: list[str], batch_of_pixels: bool
+) -> None:
+    logits, target = _ohem_pixels(batch_of_pixels)
+    expected = sum(LN[k] for k in kept) / len(kept)
+    loss = ohem_loss(logits, target, thresh=thresh, min_kept=min_kept)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ohem_gradient_only_on_kept_pixels_and_inputs_untouched() -> None:
+    logits, target = _ohem_pixels()
+    logits.requires_grad_(True)
+    before = target.clone()
+    ohem_loss(logits, target, thresh=0.7, min_kept=1).backward()
+    touched = logits.grad.abs().sum(dim=1).flatten() > 0
+    assert touched.tolist() == [True, True, False, False, False]
+    assert torch.equal(target, before)
+
+
+def test_ohem_with_every_pixel_kept_is_the_plain_loss() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 6, 6, generator=gen)
+    target = torch.randint(0, 4, (2, 6, 6), generator=gen)
+    target[0, :2] = 255
+    plain = supervised_loss(logits, target)
+    assert torch.equal(ohem_loss(logits, target, thresh=1.0, min_kept=1), plain)
+    assert torch.equal(ohem_loss(logits, target, thresh=0.1, min_kept=10_000), plain)
+    with pytest.raises(ValueError, match="min_kept"):
+        ohem_loss(logits, target, thresh=0.7, min_kept=0)

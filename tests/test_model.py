@@ -31,6 +31,10 @@ def cfg(backbone: str = "tiny", output_stride: int = 8, **kw: object) -> ModelCo
         aspp_rates=(2, 4, 6),
         low_level_channels=24,
         output_stride=output_stride,
+        stem=None if backbone == "tiny" else "torchvision",
+        multi_grid=None,
+        pretrained=None,
+        aux_head=False,
     )
     return ModelConfig(**{**base, **kw})
 

@@ -47,6 +47,16 @@ def test_repository_params_are_valid() -> None:
         (lambda p: p["train"]["adaptive"].update(cutmix="always"), "train.adaptive.cutmix"),
         (lambda p: p["warmup"].update(method="imas"), "warmup"),
         (lambda p: p["train"].pop("tau"), "tau"),
+        (lambda p: p["train"].pop("aux_weight"), "train.aux_weight"),
+        (lambda p: p["warmup"].pop("ohem"), "warmup.ohem"),
+        (lambda p: p["model"].pop("stem"), "model.stem"),
+        (lambda p: p["train"].update(aux_weight=0.4), "train.aux_weight=0.4 needs model.aux_head"),
+        (
+            lambda p: p["ablations"].update(aux={"aux_weight": 0.4}),
+            "ablations.aux.aux_weight=0.4 needs model.aux_head",
+        ),
+        (lambda p: p["train"].update(ohem={"thresh": 0.7, "min_kept": 0}), "train.ohem.min_kept"),
+        (lambda p: p["model"].update(stem="deep"), "model.stem: null"),
         (
             lambda p: p["ablations"].update(bad={"adaptive": {"loss_wieght": False}}),
             "ablations.bad.adaptive.loss_wieght",

@@ -100,3 +100,37 @@ def test_only_training_stages_log_effective_params(tmp_path: Path, monkeypatch) 
     assert ablation["effective.adaptive.intensity"] == "True"
     report = runs[f"report-report-{params.labeled}-s{params.seed}"].data.params
     assert not any(key.startswith("effective.") for key in report)
+
+
+def test_effective_params_keep_their_keys_with_ohem_on_or_off() -> None:
+    params = load_params(REPO / "params.yaml")
+    off = effective_params(params.train)
+    ohem = {"thresh": 0.7, "min_kept": 100000}
+    on = effective_params(
+        type(params.train).model_validate({**params.train.model_dump(), "ohem": ohem})
+    )
+    assert set(on) == set(off)
+    assert off["effective.ohem.thresh"] is None and on["effective.ohem.thresh"] == 0.7
+    assert on["effective.aux_weight"] == off["effective.aux_weight"] == 0.0
+
+
+def test_torchvision_stem_resnet_runs_are_tagged_a_deviation(tmp_path: Path, monkeypatch) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tiny = load_params(REPO / "params.yaml")
+    r18 = load_params(
+        REPO / "params.yaml", ["model.backbone=resnet18", "model.stem=torchvision", "seed=1"]
+    )
+    deep = load_params(
+        REPO / "params.yaml", ["model.backbone=resnet50", "model.stem=deep", "seed=2"]
+    )
+    for params in (tiny, r18, deep):
+        with stage_run("warmup", params, "supervised"):
+            pass
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("imas-embedded")
+    tags = {r.data.tags["seed"]: r.data.tags for r in client.search_runs([exp.experiment_id])}
+    assert tags["1"]["deviation"] == "torchvision-stem"
+    assert "deviation" not in tags["0"] and "deviation" not in tags["2"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import imas.model
 import imas.train
 from imas.config import AdaptiveConfig, ModelConfig, TrainConfig
 from imas.data.transforms import normalize
@@ -24,6 +25,10 @@ MODEL = ModelConfig(
     aspp_rates=(1, 2, 3),
     low_level_channels=4,
     output_stride=8,
+    stem=None,
+    multi_grid=None,
+    pretrained=None,
+    aux_head=False,
 )
 
 
@@ -65,6 +70,8 @@ def config(method: str, **adaptive) -> TrainConfig:
         momentum=0.9,
         poly_power=0.9,
         eval_every=1,
+        aux_weight=0.0,
+        ohem=None,
         tau=0.5,
         lambda_u=1.0,
         ema_decay=0.99,
@@ -74,9 +81,9 @@ def config(method: str, **adaptive) -> TrainConfig:
     )
 
 
-def run_fit(cfg: TrainConfig, seed: int = 0):
+def run_fit(cfg: TrainConfig, seed: int = 0, model_cfg: ModelConfig = MODEL):
     torch.manual_seed(seed)
-    model = build_model(MODEL)
+    model = build_model(model_cfg)
     lab = torch.utils.data.DataLoader(
         Squares(6, True, 1),
         batch_size=cfg.batch_labeled,
@@ -290,3 +297,88 @@ def test_checkpoints_are_byte_stable_and_round_trip(tmp_path) -> None:
     assert loaded["best_epoch"] == 3
     for key, tensor in payload["best"]["student"].items():
         assert torch.equal(loaded["best"]["student"][key], tensor), key
+
+
+AUX_MODEL = MODEL.model_copy(update={"aux_head": True})
+
+
+def test_aux_weight_needs_a_model_with_an_aux_head() -> None:
+    cfg = config("supervised").model_copy(update={"aux_weight": 0.4})
+    with pytest.raises(ValueError, match="auxiliary head"):
+        run_fit(cfg)
+
+
+@pytest.mark.parametrize("method", ["supervised", "imas"])
+def test_aux_loss_is_added_on_the_labeled_slice_of_the_one_forward(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forwards: list[tuple[int, bool]] = []  # (batch, with_aux) of each training forward
+    real_forward = imas.model.DeepLabV3Plus.forward
+
+    def forward(self, x: torch.Tensor, with_aux: bool = False):
+        if self.training:
+            forwards.append((x.shape[0], with_aux))
+        return real_forward(self, x, with_aux)
+
+    losses: list[tuple[int, float]] = []  # (batch, value) of each supervised pixel loss
+    real_loss = imas.train._pixel_loss
+
+    def pixel_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+        out = real_loss(logits, target, cfg)
+        losses.append((logits.shape[0], float(out.detach())))
+        return out
+
+    monkeypatch.setattr(imas.model.DeepLabV3Plus, "forward", forward)
+    monkeypatch.setattr(imas.train, "_pixel_loss", pixel_loss)
+    update = {"aux_weight": 0.4, "epochs": 1}
+    cfg = config(method, cutmix="fixed", cutmix_prob=1.0).model_copy(update=update)
+    result, logged = run_fit(cfg, model_cfg=AUX_MODEL)
+
+    batch = 2 if method == "supervised" else 2 + 3 * 4  # x_l, then u_w, u_cm, û_s
+    assert forwards == [(batch, True)] * cfg.iters_per_epoch  # one forward per step
+    assert [b for b, _ in losses] == [2, 2] * cfg.iters_per_epoch  # main, aux: labeled only
+    for step, (metrics, _) in enumerate(logged[:-1]):
+        main, aux = losses[2 * step][1], losses[2 * step + 1][1]
+        assert metrics["step/loss_aux"] == pytest.approx(aux)
+        assert metrics["step/loss_x"] == pytest.approx(main + 0.4 * aux)
+    torch.manual_seed(0)  # the initial weights of run_fit's model
+    start = build_model(AUX_MODEL).state_dict()
+    trained = result.last["student"]
+    assert not torch.equal(trained["aux.1.weight"], start["aux.1.weight"])
+
+
+def test_aux_head_without_aux_weight_is_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real_forward = imas.model.DeepLabV3Plus.forward
+
+    def forward(self, x: torch.Tensor, with_aux: bool = False):
+        seen.append(with_aux)
+        return real_forward(self, x, with_aux)
+
+    monkeypatch.setattr(imas.model.DeepLabV3Plus, "forward", forward)
+    _, logged = run_fit(config("supervised"), model_cfg=AUX_MODEL)
+    assert seen and not any(seen)
+    assert "step/loss_aux" not in logged[0][0]
+
+
+@pytest.mark.parametrize("aux", [False, True])
+def test_ohem_replaces_the_supervised_cross_entropy(
+    aux: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[float, int]] = []
+    real_ohem = imas.train.ohem_loss
+
+    def ohem(logits: torch.Tensor, target: torch.Tensor, thresh: float, min_kept: int):
+        calls.append((thresh, min_kept))
+        return real_ohem(logits, target, thresh, min_kept)
+
+    def plain(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise AssertionError("plain cross-entropy used despite train.ohem")
+
+    monkeypatch.setattr(imas.train, "ohem_loss", ohem)
+    monkeypatch.setattr(imas.train, "supervised_loss", plain)
+    update = {"ohem": {"thresh": 0.6, "min_kept": 50}, "aux_weight": 0.4 if aux else 0.0}
+    cfg = TrainConfig.model_validate({**config("imas").model_dump(), **update})
+    run_fit(cfg, model_cfg=AUX_MODEL if aux else MODEL)
+    steps = cfg.epochs * cfg.iters_per_epoch
+    assert calls == [(0.6, 50)] * steps * (2 if aux else 1)
