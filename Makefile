@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro benchmark paper-table plots plots-assets test lint check-reports mlflow-ui clean
+.PHONY: setup repro benchmark paper-table smoke plots plots-assets test lint check-reports mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ benchmark: setup
 # it writes reports/paper_table.{md,json} and reports/figures/paper_table.png.
 paper-table: setup
 	cd benchmarks/paper && $(BIN)/dvc repro
+
+# One iMAS step and one evaluation at the full shape of every paper preset (R101 at 513, R50 at
+# 769 with sliding evaluation on a 1024×2048 image), timed: reports/smoke/*.json, reports/smoke.md.
+SMOKE_PRESETS := voc_classic_r101 voc_blended_r101 voc_blended_r50 cityscapes_r50_os16 cityscapes_r50_os8
+smoke: setup
+	for p in $(SMOKE_PRESETS); do \
+		case $$p in cityscapes*) size="1024 2048";; *) size="375 500";; esac; \
+		$(BIN)/imas smoke $$p --eval-size $$size --out reports/smoke/$$p.json \
+			--table reports/smoke.md || exit 1; \
+	done
 
 # The plots page with local copies of its vega scripts, so that it renders with no network
 # (DVC's own page loads them from a CDN). The scripts are downloaded once, checksum-verified.

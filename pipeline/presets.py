@@ -28,7 +28,11 @@ PRESET_DIR = Path(__file__).with_name("presets")
 def _yaml() -> YAML:
     yaml = YAML()
     yaml.preserve_quotes = True
-    yaml.width = 100
+    yaml.width = 4096  # long mirror URLs stay on their line
+    # ruamel writes None as an empty value; params.yaml spells it null.
+    yaml.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     return yaml
 
 
@@ -40,8 +44,26 @@ def _merge(base: CommentedMap, overlay: CommentedMap, where: str = "") -> None:
             raise ParamsError(f"preset key {dotted} is not in params.yaml")
         if isinstance(value, dict) and isinstance(base[key], dict):
             _merge(base[key], value, dotted + ".")
-        else:
+        elif base[key] != value:
             base[key] = value
+            _replace_eol_comment(base, overlay, key)
+
+
+def _replace_eol_comment(base: CommentedMap, overlay: CommentedMap, key: str) -> None:
+    """The overlay's end-of-line comment for `key`, or none: the base's described its old value.
+
+    ruamel keeps the comment lines that follow a key in the same token as its end-of-line
+    comment, so only the first line of the token is replaced.
+    """
+    old = base.ca.items.get(key, [None] * 4)[2]
+    new = overlay.ca.items.get(key, [None] * 4)[2]
+    text = new.value.split("\n", 1)[0].strip() if new is not None else ""
+    if old is None:
+        if text:
+            base.yaml_add_eol_comment(text, key)
+        return
+    _, newline, rest = old.value.partition("\n")
+    old.value = (f"  {text}" if text else "") + newline + rest
 
 
 def render_preset(params_text: str, name: str) -> str:

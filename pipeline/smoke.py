@@ -10,6 +10,7 @@ resident memory go to a JSON file.
 
 from __future__ import annotations
 
+import json
 import platform
 import resource
 import time
@@ -22,7 +23,7 @@ import typer
 from imas.evaluate import evaluate
 from imas.model import build_model
 from imas.train import fit
-from pipeline.outputs import write_json
+from pipeline.outputs import atomic_path, write_json
 from pipeline.params import Params
 from pipeline.presets import PRESETS, preset_params
 
@@ -87,6 +88,21 @@ def smoke(params: Params, batch: int, eval_size: tuple[int, int], seed: int = 0)
     }
 
 
+def smoke_table(folder: Path) -> str:
+    """Markdown table of every smoke JSON in `folder` (one row per preset, sorted)."""
+    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    head = (
+        "| preset | backbone | crop | batch | step (s) | evaluation | eval (s) | peak RSS (MiB) |\n"
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"
+    )
+    lines = [
+        f"| {r['preset']} | {r['backbone']} | {r['crop']} | {r['batch']} | {r['step_seconds']} "
+        f"| {r['eval_mode']} {r['eval_size']} | {r['eval_seconds']} | {r['peak_rss_mib']} |"
+        for r in rows
+    ]
+    return "\n".join([head, *lines]) + "\n"
+
+
 def command(
     preset: Annotated[str, typer.Argument(help=f"one of: {', '.join(PRESETS)}")],
     out: Annotated[Path, typer.Option(help="JSON to write")] = Path("reports/smoke.json"),
@@ -99,6 +115,9 @@ def command(
     params_file: Annotated[Path, typer.Option("--params", help="base params")] = Path(
         "params.yaml"
     ),
+    table: Annotated[
+        Path | None, typer.Option(help="rewrite this markdown table from every JSON beside --out")
+    ] = None,
 ) -> None:
     """One iMAS step and one evaluation at a preset's shape on this machine; time and memory."""
     params = preset_params(preset, params_file)
@@ -107,6 +126,9 @@ def command(
     torch.set_num_threads(params.runtime.threads)
     result = smoke(params, batch, eval_size)
     write_json(out, result)
+    if table is not None:
+        with atomic_path(table) as tmp:
+            tmp.write_text(smoke_table(out.parent))
     typer.echo(
         f"{preset}: step {result['step_seconds']} s, evaluation {result['eval_seconds']} s, "
         f"peak memory {result['peak_rss_mib']} MiB"
