@@ -76,11 +76,17 @@ def test_effective_params_are_what_training_applies() -> None:
     assert set(imas) == set(mt) == set(sup) == set(warm) | {"effective.init"}
 
 
-def test_only_training_stages_log_effective_params(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture
+def client(tmp_path: Path, monkeypatch):
+    """An MLflow client on a fresh sqlite store that `stage_run` logs to."""
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def test_only_training_stages_log_effective_params(client) -> None:
     params = load_params(REPO / "params.yaml")
     cfg = params.ablation("no_loss_weight")
     with stage_run(
@@ -89,7 +95,6 @@ def test_only_training_stages_log_effective_params(tmp_path: Path, monkeypatch) 
         pass
     with stage_run("report", params, "report"):
         pass
-    client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("imas-embedded")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
     ablation_run = runs[f"ablate:no_loss_weight-imas-{params.labeled}-s{params.seed}"]
@@ -114,11 +119,7 @@ def test_effective_params_keep_their_keys_with_ohem_on_or_off() -> None:
     assert on["effective.aux_weight"] == off["effective.aux_weight"] == 0.0
 
 
-def test_torchvision_stem_resnet_runs_are_tagged_a_deviation(tmp_path: Path, monkeypatch) -> None:
-    mlflow = pytest.importorskip("mlflow")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+def test_torchvision_stem_resnet_runs_are_tagged_a_deviation(client) -> None:
     tiny = load_params(REPO / "params.yaml")
     r18 = load_params(
         REPO / "params.yaml", ["model.backbone=resnet18", "model.stem=torchvision", "seed=1"]
@@ -129,7 +130,6 @@ def test_torchvision_stem_resnet_runs_are_tagged_a_deviation(tmp_path: Path, mon
     for params in (tiny, r18, deep):
         with stage_run("warmup", params, "supervised"):
             pass
-    client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("imas-embedded")
     tags = {r.data.tags["seed"]: r.data.tags for r in client.search_runs([exp.experiment_id])}
     assert tags["1"]["deviation"] == "torchvision-stem"
