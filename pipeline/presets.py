@@ -20,7 +20,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from pipeline.outputs import atomic_path
 from pipeline.params import Params, ParamsError, load_params
-from pipeline.published import PRESETS, PUBLISHED
+from pipeline.published import PRESETS, preset_published
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -87,14 +87,10 @@ def apply_preset(params_file: Path, name: str) -> None:
         load_params(tmp)
 
 
-def published_for(name: str) -> dict[str, dict[int, float | None]]:
-    return PUBLISHED[PRESETS[name]].miou
-
-
 def _listing() -> str:
     lines = []
-    for name, key in PRESETS.items():
-        entry = PUBLISHED[key]
+    for name in PRESETS:
+        entry = preset_published(name)
         counts = sorted(entry.miou["imas"])
         imas = " / ".join(f"{entry.miou['imas'][c]}" for c in counts)
         lines.append(f"{name:<22} {entry.title}\n{'':<22} labeled {counts}; iMAS {imas}")
@@ -117,7 +113,7 @@ def command(
     except (ParamsError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
-    typer.echo(f"{params_file}: preset {name} applied ({PUBLISHED[PRESETS[name]].title})")
+    typer.echo(f"{params_file}: preset {name} applied ({preset_published(name).title})")
 
 
 def preset_params(name: str, base: Path) -> Params:

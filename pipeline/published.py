@@ -64,3 +64,8 @@ PRESETS: dict[str, str] = {
     "cityscapes_r50_os16": "cityscapes",
     "cityscapes_r50_os8": "cityscapes_os8",
 }
+
+
+def preset_published(name: str) -> Preset:
+    """The published numbers preset `name` is compared with."""
+    return PUBLISHED[PRESETS[name]]

@@ -23,7 +23,7 @@ from pipeline.options import ParamsOpt, SetOpt, params_or_exit
 from pipeline.outputs import HISTORY_FIELDS, atomic_path, write_json
 from pipeline.params import Params
 from pipeline.plots import ablation_bars, easiness_curves, hardness_histograms, training_curves
-from pipeline.published import PRESETS, PUBLISHED
+from pipeline.published import preset_published
 from pipeline.tracking import stage_run
 
 SUMMARY_KEYS = ["method", "miou", "best_epoch", "last_miou_student", "iterations"]
@@ -392,7 +392,7 @@ def command(
         raise typer.Exit(code=2) from None
     blocks: list[str] = []
     if params.preset is not None:
-        miou = PUBLISHED[PRESETS[params.preset]].miou
+        miou = preset_published(params.preset).miou
         blocks = published_block(inputs, params.preset, params.labeled, miou)
     with stage_run("report", params, "report") as run:
         values = write_report(inputs, out, header_facts(params), blocks)

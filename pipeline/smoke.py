@@ -38,7 +38,7 @@ def smoke(params: Params, batch: int, eval_size: tuple[int, int], seed: int = 0)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     crop, n_cls = params.aug.crop, params.model.num_classes
-    model = build_model(params.model.model_copy(update={"pretrained": None}))
+    model = build_model(params.model)
     images = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, generator=gen)
     masks = torch.randint(0, n_cls, (batch, crop, crop), generator=gen)
     unlabeled = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, generator=gen)

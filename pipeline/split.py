@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from imas.data import DataError
 from imas.data.splits import write_list
 from pipeline.datasets import split_lists
 from pipeline.options import DataOpt, ParamsOpt, SetOpt, params_or_exit
@@ -33,7 +32,7 @@ def command(
     params = params_or_exit(params_file, overrides)
     try:
         labeled, unlabeled = split_lists(params, data, params.runtime.progress)
-    except (DataError, ValueError) as err:
+    except ValueError as err:  # DataError (a bad list or root) is one
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1) from None
     with stage_run("split", params, "data") as run:
