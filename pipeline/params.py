@@ -109,6 +109,11 @@ class RuntimeParams(Section):
     threads: int = Field(ge=1)
     num_workers: int = Field(ge=0)
     progress: bool = Field(description="progress bars: true, false or auto (on a terminal only)")
+    checkpoint_every: int = Field(
+        ge=0,
+        description="iterations between resume checkpoints (<out>.resume.pt, removed once the "
+        "stage finishes; a rerun after a crash resumes from it bit-identically); 0: none",
+    )
     experiment: str | None = Field(
         default=None, min_length=1, description="MLflow experiment; null: imas-<dataset>"
     )
