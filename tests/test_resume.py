@@ -20,7 +20,7 @@ from pipeline.cli import app
 from pipeline.common import ResumeError, load_resume, resume_path, save_checkpoint, save_resume
 
 ROOT = Path(__file__).resolve().parents[1]
-ITERS, EVERY = 40, 4  # 2 epochs of 40 steps; the first state at step 4 leaves 75 to kill in
+ITERS, EVERY = 20, 3  # 2 epochs of 20 steps; the first state at step 3 leaves 37 to kill in
 
 
 @pytest.fixture(scope="module")
