@@ -118,6 +118,16 @@ class RuntimeParams(Section):
         default=None, min_length=1, description="MLflow experiment; null: imas-<dataset>"
     )
 
+    @model_validator(mode="after")
+    def _resumable(self) -> RuntimeParams:
+        if self.checkpoint_every and self.num_workers:
+            raise ValueError(
+                f"runtime.checkpoint_every={self.checkpoint_every} needs runtime.num_workers: 0 "
+                f"(got {self.num_workers}): worker processes draw augmentations from RNG streams "
+                "a resume checkpoint cannot hold"
+            )
+        return self
+
     @field_validator("progress", mode="before")
     @classmethod
     def _auto_progress(cls, value: Any) -> Any:
