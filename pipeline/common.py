@@ -59,6 +59,14 @@ def resume_path(out: Path | str) -> Path:
     return out.with_name(f"{out.stem}.resume{out.suffix or '.pt'}")
 
 
+def remove_resume_temps(path: Path | str) -> None:
+    """Delete the temporaries of `path` that a process killed while writing it left behind
+    (`atomic_path` names them `.<name>.<random>.tmp`)."""
+    path = Path(path)
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def save_resume(path: Path | str, run: str, state: dict[str, Any]) -> None:
     """Write `fit`'s resume state, tagged with the run it belongs to, atomically: a crash while
     writing leaves the previous resume checkpoint in place."""

@@ -19,6 +19,7 @@ from imas.weights import load_pretrained
 from pipeline.common import (
     load_checkpoint,
     load_resume,
+    remove_resume_temps,
     resume_path,
     save_checkpoint,
     save_resume,
@@ -94,6 +95,7 @@ def run_training(
         load_pretrained(model, params.model)
     generator = torch.Generator().manual_seed(params.seed)
     resume_file = resume_path(out)
+    remove_resume_temps(resume_file)  # half-written by a run killed mid-save
     identity = _run_identity(stage, params, cfg, split, init)
     resume = load_resume(resume_file, identity)
     if resume is not None:

@@ -96,6 +96,8 @@ def test_sigkill_mid_training_then_rerun_gives_the_uninterrupted_outputs(
     assert proc.returncode == -signal.SIGKILL
     assert not (workdir / "models/killed.pt").exists(), "the run finished before the kill"
     state = torch.load(state_file, map_location="cpu", weights_only=True)["state"]
+    # What a kill during a save leaves beside the good file; the rerun must clean it up.
+    (state_file.parent / f".{state_file.name}.killed.tmp").write_bytes(b"half a checkpoint")
     assert 0 < state["step"] < 2 * ITERS and state["step"] % EVERY == 0
 
     rerun = subprocess.run(
@@ -104,6 +106,7 @@ def test_sigkill_mid_training_then_rerun_gives_the_uninterrupted_outputs(
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming from models/killed.resume.pt at iteration {state['step']}" in rerun.stderr
     assert not state_file.exists()  # removed once every output is written
+    assert not list(state_file.parent.glob(f".{state_file.name}.*.tmp"))  # nor a temporary
 
     a = torch.load(workdir / "models/ref.pt", map_location="cpu", weights_only=True)
     b = torch.load(workdir / "models/killed.pt", map_location="cpu", weights_only=True)
