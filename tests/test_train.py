@@ -417,7 +417,7 @@ def assert_same_result(a: imas.train.FitResult, b: imas.train.FitResult) -> None
                 assert torch.equal(tensor, other[key]), (kind, who, key)
 
 
-@pytest.mark.parametrize("method", ["supervised", "imas"])
+@pytest.mark.parametrize("method", ["supervised", "mean_teacher", "imas"])
 def test_resuming_from_any_checkpoint_finishes_bit_identically(method: str) -> None:
     """2 epochs × 3 steps; 2 labeled batches a pass, so states fall mid-pass, at a pass's end
     (steps 2, 4) and at an epoch's end (step 3, after its evaluation)."""
