@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from imas.augment import cutmix, cutmix_boxes, cutmix_partner, mix_views, random_partner
+from imas.checkpoint import Stream, rng_state, set_rng_state
 from imas.config import AdaptiveConfig, TrainConfig
 from imas.data.transforms import normalize
 from imas.hardness import confidence_maps, confident_ratio, hardness_from_maps
@@ -27,6 +29,9 @@ from imas.model import ema_decay, ema_update, make_teacher, param_groups
 
 LogFn = Callable[[dict[str, float], int], None]
 EvalFn = Callable[[nn.Module], float]
+CheckpointFn = Callable[[dict[str, Any]], None]
+
+RESUME_FORMAT = 1
 
 
 @dataclass
@@ -57,12 +62,6 @@ def resolve_iters_per_epoch(cfg: TrainConfig, num_unlabeled: int) -> int:
             "images: no full batch per epoch"
         )
     return iters
-
-
-def _cycle(loader: torch.utils.data.DataLoader) -> Iterator:
-    # Each new pass reshuffles, so oversampling the labeled list does not repeat an order.
-    while True:
-        yield from loader
 
 
 def _snapshot(model: nn.Module | None) -> dict[str, Tensor] | None:
@@ -176,6 +175,19 @@ def _semi_step(
     return loss, stats, gamma
 
 
+def _check_resume(resume: dict[str, Any], cfg: TrainConfig, total: int, iters: int) -> None:
+    """A resume state from another run shape would train on silently wrong; refuse it."""
+    if resume.get("format") != RESUME_FORMAT:
+        found = resume.get("format")
+        raise ValueError(f"resume state has format {found!r}, expected {RESUME_FORMAT}")
+    expected = {"method": cfg.method, "total": total, "iters_per_epoch": iters}
+    for key, value in expected.items():
+        if resume[key] != value:
+            raise ValueError(f"resume state has {key}={resume[key]!r}, this run {value!r}")
+    if not 0 < resume["step"] < total:
+        raise ValueError(f"resume state step {resume['step']} is outside 1..{total - 1}")
+
+
 def fit(
     student: nn.Module,
     labeled: torch.utils.data.DataLoader,
@@ -190,8 +202,23 @@ def fit(
     log_every: int = 10,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    checkpoint_every: int = 0,
+    on_checkpoint: CheckpointFn | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Train `student` (in place) by `cfg.method`; evaluate every `cfg.eval_every` epochs."""
+    """Train `student` (in place) by `cfg.method`; evaluate every `cfg.eval_every` epochs.
+
+    Every `checkpoint_every` iterations (0: never) `on_checkpoint` receives the resume state:
+    weights, optimizer, step, every RNG stream, each loader's position and the history so far,
+    tensors and plain values only. Passing that state back as `resume`, with everything else
+    rebuilt as for the first call, finishes the run exactly as if it had not stopped (on CPU,
+    bit for bit). The state shares tensors with the live models: the callback must write or
+    copy it before returning. The caller decides where states go; `fit` knows no files.
+    """
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every={checkpoint_every} must be >= 0 (0: off)")
+    if checkpoint_every and on_checkpoint is None:
+        raise ValueError("checkpoint_every > 0 needs an on_checkpoint callback")
     semi = cfg.method != "supervised"
     if semi and unlabeled is None:
         raise ValueError(f"method {cfg.method!r} needs an unlabeled loader")
@@ -206,19 +233,68 @@ def fit(
         momentum=cfg.momentum,
     )
     total = cfg.epochs * iters_per_epoch
-    labeled_iter = _cycle(labeled)
-    unlabeled_iter = _cycle(unlabeled) if semi else None
+    # Each new pass reshuffles, so oversampling the labeled list does not repeat an order.
+    labeled_iter = Stream(labeled)
+    unlabeled_iter = Stream(unlabeled) if semi else None
 
     history: list[dict[str, float]] = []
     hardness: list[list[float]] = []
     best: dict[str, dict[str, Tensor] | None] = {"student": None, "teacher": None}
     best_miou, best_epoch = -math.inf, -1
-    bar = tqdm(total=total, desc=cfg.method, disable=not progress, mininterval=1.0)
+    sums: dict[str, float] = {}
+    epoch_gamma: list[float] = []
     step = 0
-    for epoch in range(cfg.epochs):
-        sums: dict[str, float] = {}
-        epoch_gamma: list[float] = []
-        for _ in range(iters_per_epoch):
+    if resume is not None:
+        _check_resume(resume, cfg, total, iters_per_epoch)
+        student.load_state_dict(resume["student"])
+        if teacher is not None:
+            teacher.load_state_dict(resume["teacher"])
+        optimizer.load_state_dict(resume["optimizer"])
+        step = resume["step"]
+        history, hardness = list(resume["history"]), list(resume["hardness"])
+        best, best_miou, best_epoch = resume["best"], resume["best_miou"], resume["best_epoch"]
+        sums, epoch_gamma = dict(resume["sums"]), list(resume["epoch_gamma"])
+        labeled_iter.restore(resume["loaders"]["labeled"])
+        if unlabeled_iter is not None:
+            unlabeled_iter.restore(resume["loaders"]["unlabeled"])
+        set_rng_state(resume["rng"])  # after the loaders: replaying a shuffle moves torch's RNG
+        generator.set_state(resume["generator"])
+    resumed_at = step
+
+    def state() -> dict[str, Any]:
+        return {
+            "format": RESUME_FORMAT,
+            "method": cfg.method,
+            "total": total,
+            "iters_per_epoch": iters_per_epoch,
+            "step": step,
+            "student": student.state_dict(),
+            "teacher": None if teacher is None else teacher.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_state(),
+            "generator": generator.get_state(),
+            "loaders": {
+                "labeled": labeled_iter.state(),
+                "unlabeled": None if unlabeled_iter is None else unlabeled_iter.state(),
+            },
+            "history": history,
+            "hardness": hardness,
+            "best": best,
+            "best_miou": best_miou,
+            "best_epoch": best_epoch,
+            "sums": sums,
+            "epoch_gamma": epoch_gamma,
+        }
+
+    bar = tqdm(total=total, initial=step, desc=cfg.method, disable=not progress, mininterval=1.0)
+    start_epoch, start_iter = divmod(step, iters_per_epoch)
+    for epoch in range(start_epoch, cfg.epochs):
+        if epoch != start_epoch:
+            sums, epoch_gamma = {}, []
+        for _ in range(start_iter if epoch == start_epoch else 0, iters_per_epoch):
+            # At the top of an iteration: a state taken at an epoch's end has its eval done.
+            if checkpoint_every and step % checkpoint_every == 0 and step != resumed_at:
+                on_checkpoint(state())
             lr = _poly_lr(optimizer, step, total, cfg.poly_power)
             x_l, y_l = (t.to(device) for t in next(labeled_iter))
             if semi:

@@ -48,6 +48,59 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+class ResumeError(RuntimeError):
+    """A resume checkpoint exists but cannot be used; the message names the file."""
+
+
+def resume_path(out: Path | str) -> Path:
+    """Where a stage writing `out` keeps its resume checkpoint: `models/imas.pt` →
+    `models/imas.resume.pt`, beside the output and outside what DVC tracks."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.resume{out.suffix or '.pt'}")
+
+
+def remove_resume_temps(path: Path | str) -> None:
+    """Delete the temporaries of `path` that a process killed while writing it left behind
+    (`atomic_path` names them `.<name>.<random>.tmp`)."""
+    path = Path(path)
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def save_resume(path: Path | str, run: str, state: dict[str, Any]) -> None:
+    """Write `fit`'s resume state, tagged with the run it belongs to, atomically: a crash while
+    writing leaves the previous resume checkpoint in place."""
+    save_checkpoint(path, {"run": run, "state": state})
+
+
+def load_resume(path: Path | str, run: str) -> dict[str, Any] | None:
+    """The resume state at `path` if it belongs to `run`; None if there is no file, or it is
+    from a run with other params or inputs (then the caller starts over and replaces it).
+
+    A file that cannot be read is an error, never silently ignored or overwritten: it names the
+    file and says what to do.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, bad pickle, foreign types: all mean unusable
+        raise ResumeError(
+            f"resume checkpoint {path} is unreadable ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); delete it to train "
+            "from the start"
+        ) from err
+    if not isinstance(payload, dict) or not {"run", "state"} <= payload.keys():
+        raise ResumeError(
+            f"resume checkpoint {path} is not a resume checkpoint (no run/state); delete it to "
+            "train from the start"
+        )
+    if payload["run"] != run:
+        return None
+    return payload["state"]
+
+
 def _loader(dataset, batch: int, shuffle: bool, seed: int, runtime: RuntimeParams, drop: bool):
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(

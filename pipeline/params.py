@@ -109,9 +109,24 @@ class RuntimeParams(Section):
     threads: int = Field(ge=1)
     num_workers: int = Field(ge=0)
     progress: bool = Field(description="progress bars: true, false or auto (on a terminal only)")
+    checkpoint_every: int = Field(
+        ge=0,
+        description="iterations between resume checkpoints (<out>.resume.pt, removed once the "
+        "stage finishes; a rerun after a crash resumes from it bit-identically); 0: none",
+    )
     experiment: str | None = Field(
         default=None, min_length=1, description="MLflow experiment; null: imas-<dataset>"
     )
+
+    @model_validator(mode="after")
+    def _resumable(self) -> RuntimeParams:
+        if self.checkpoint_every and self.num_workers:
+            raise ValueError(
+                f"runtime.checkpoint_every={self.checkpoint_every} needs runtime.num_workers: 0 "
+                f"(got {self.num_workers}): worker processes draw augmentations from RNG streams "
+                "a resume checkpoint cannot hold"
+            )
+        return self
 
     @field_validator("progress", mode="before")
     @classmethod

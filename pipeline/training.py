@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,11 @@ from imas.train import fit, resolve_iters_per_epoch
 from imas.weights import load_pretrained
 from pipeline.common import (
     load_checkpoint,
+    load_resume,
+    remove_resume_temps,
+    resume_path,
     save_checkpoint,
+    save_resume,
     setup_runtime,
     train_loaders,
     val_loader,
@@ -35,6 +42,25 @@ def _epoch_logger(run: Tracker):
     return log
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run_identity(
+    stage: str, params: Params, cfg: TrainConfig, split: Path, init: Path | None
+) -> str:
+    """What a resume state must have been trained with: every param but `runtime` (which does
+    not change results), the section trained, the split lists and the init checkpoint."""
+    identity = {
+        "stage": stage,
+        "params": params.model_dump(mode="json", exclude={"runtime"}),
+        "cfg": cfg.model_dump(mode="json"),
+        "split": {name: _digest(split / name) for name in ("labeled.txt", "unlabeled.txt")},
+        "init": None if init is None else _digest(init),
+    }
+    return json.dumps(identity, sort_keys=True)
+
+
 def run_training(
     stage: str,
     params: Params,
@@ -51,7 +77,10 @@ def run_training(
 ) -> dict[str, Any]:
     """Train by `cfg`, then write the checkpoint, metrics JSON and history CSV atomically.
 
-    `hardness`, if given, receives the per-image hardness of every epoch (CSV).
+    `hardness`, if given, receives the per-image hardness of every epoch (CSV). With
+    `runtime.checkpoint_every` > 0 a resume checkpoint beside `out` is rewritten that often; a
+    rerun with the same params and inputs resumes from it (bit-identically on CPU), and it is
+    removed once every output is written.
     """
     device = setup_runtime(params.runtime, params.seed)
     labeled, unlabeled, n_unlabeled = train_loaders(
@@ -65,6 +94,18 @@ def run_training(
     else:  # a run from scratch starts from the pretrained backbone (a warmup already did)
         load_pretrained(model, params.model)
     generator = torch.Generator().manual_seed(params.seed)
+    resume_file = resume_path(out)
+    remove_resume_temps(resume_file)  # half-written by a run killed mid-save
+    identity = _run_identity(stage, params, cfg, split, init)
+    resume = load_resume(resume_file, identity)
+    if resume is not None:
+        step = resume["step"]
+        print(f"{stage}: resuming from {resume_file} at iteration {step}", file=sys.stderr)
+    elif resume_file.exists():
+        print(
+            f"{stage}: {resume_file} is from a run with other params or inputs; starting over",
+            file=sys.stderr,
+        )
 
     n_cls, progress = params.model.num_classes, params.runtime.progress
 
@@ -87,6 +128,9 @@ def run_training(
             log=_epoch_logger(run),
             device=device,
             progress=params.runtime.progress,
+            checkpoint_every=params.runtime.checkpoint_every,
+            on_checkpoint=lambda state: save_resume(resume_file, identity, state),
+            resume=resume,
         )
         seconds = time.perf_counter() - start
         last = result.history[-1]
@@ -121,4 +165,5 @@ def run_training(
             if path is not None:
                 run.log_artifact(path)
         run.log_artifact(out, "checkpoints")
+    resume_file.unlink(missing_ok=True)  # every output is written: nothing left to resume
     return summary

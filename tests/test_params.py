@@ -205,3 +205,19 @@ def test_preset_evaluate_sections_are_valid(preset: str) -> None:
     # SPEC §7: VOC whole image, Cityscapes 769 windows every 512 pixels
     want = ("sliding", 769, 512) if preset.startswith("cityscapes") else ("whole", None, None)
     assert (ev.mode, ev.window, ev.stride) == want
+
+
+def test_checkpoint_every_is_a_required_runtime_field_that_needs_single_process_loading(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, lambda raw: raw["runtime"].pop("checkpoint_every"))
+    with pytest.raises(ParamsError, match=r"runtime\.checkpoint_every"):
+        load_params(path)
+    path = write(tmp_path, lambda raw: raw["runtime"].update(checkpoint_every=-1))
+    with pytest.raises(ParamsError, match=r"runtime\.checkpoint_every.*-1"):
+        load_params(path)
+    path = write(tmp_path, lambda raw: raw["runtime"].update(checkpoint_every=50, num_workers=2))
+    with pytest.raises(ParamsError, match=r"checkpoint_every=50 needs runtime\.num_workers: 0"):
+        load_params(path)
+    path = write(tmp_path, lambda raw: raw["runtime"].update(checkpoint_every=50))
+    assert load_params(path).runtime.checkpoint_every == 50

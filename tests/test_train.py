@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import io
+import random
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -35,7 +39,7 @@ MODEL = ModelConfig(
 class Squares(torch.utils.data.Dataset):
     """Uint8 images with a bright square (class 1) or dark square (class 2) on grey."""
 
-    def __init__(self, n: int, labeled: bool, seed: int) -> None:
+    def __init__(self, n: int, labeled: bool, seed: int, augment: bool = False) -> None:
         gen = torch.Generator().manual_seed(seed)
         self.images = torch.full((n, 3, 16, 16), 128, dtype=torch.uint8)
         self.masks = torch.zeros(n, 16, 16, dtype=torch.long)
@@ -45,12 +49,19 @@ class Squares(torch.utils.data.Dataset):
             self.images[i, :, r : r + 8, c : c + 8] = 250 if cls == 1 else 5
             self.masks[i, r : r + 8, c : c + 8] = cls
         self.labeled = labeled
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
-        return (self.images[i], self.masks[i]) if self.labeled else self.images[i]
+        image, mask = self.images[i], self.masks[i]
+        if self.augment:  # draws from all three global RNGs, as a real pipeline might
+            if torch.rand(()) < 0.5:
+                image, mask = image.flip(-1), mask.flip(-1)
+            shift = random.randint(-20, 20) + int(np.random.randint(-20, 20))
+            image = (image.int() + shift).clamp(0, 255).to(torch.uint8)
+        return (image, mask) if self.labeled else image
 
 
 def config(method: str, **adaptive) -> TrainConfig:
@@ -81,18 +92,27 @@ def config(method: str, **adaptive) -> TrainConfig:
     )
 
 
-def run_fit(cfg: TrainConfig, seed: int = 0, model_cfg: ModelConfig = MODEL):
+def run_fit(
+    cfg: TrainConfig,
+    seed: int = 0,
+    model_cfg: ModelConfig = MODEL,
+    n_labeled: int = 6,
+    augment: bool = False,
+    **fit_kwargs: Any,
+):
     torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
     model = build_model(model_cfg)
     lab = torch.utils.data.DataLoader(
-        Squares(6, True, 1),
+        Squares(n_labeled, True, 1, augment),
         batch_size=cfg.batch_labeled,
         shuffle=True,
         drop_last=True,
         generator=torch.Generator().manual_seed(seed),
     )
     unl = torch.utils.data.DataLoader(
-        Squares(12, False, 2),
+        Squares(12, False, 2, augment),
         batch_size=cfg.batch_unlabeled,
         shuffle=True,
         drop_last=True,
@@ -111,6 +131,7 @@ def run_fit(cfg: TrainConfig, seed: int = 0, model_cfg: ModelConfig = MODEL):
         generator=torch.Generator().manual_seed(seed),
         log=lambda m, s: logged.append((m, s)),
         log_every=1,
+        **fit_kwargs,
     )
     return result, logged
 
@@ -382,3 +403,59 @@ def test_ohem_replaces_the_supervised_cross_entropy(
     run_fit(cfg, model_cfg=AUX_MODEL if aux else MODEL)
     steps = cfg.epochs * cfg.iters_per_epoch
     assert calls == [(0.6, 50)] * steps * (2 if aux else 1)
+
+
+def assert_same_result(a: imas.train.FitResult, b: imas.train.FitResult) -> None:
+    assert a.history == b.history
+    assert a.hardness == b.hardness
+    assert (a.best_epoch, a.best_miou) == (b.best_epoch, b.best_miou)
+    for kind in ("last", "best"):
+        for who, weights in getattr(a, kind).items():
+            other = getattr(b, kind)[who]
+            assert (weights is None) == (other is None), (kind, who)
+            for key, tensor in (weights or {}).items():
+                assert torch.equal(tensor, other[key]), (kind, who, key)
+
+
+@pytest.mark.parametrize("method", ["supervised", "mean_teacher", "imas"])
+def test_resuming_from_any_checkpoint_finishes_bit_identically(method: str) -> None:
+    """2 epochs × 3 steps; 2 labeled batches a pass, so states fall mid-pass, at a pass's end
+    (steps 2, 4) and at an epoch's end (step 3, after its evaluation)."""
+    torch.use_deterministic_algorithms(True)
+    cfg = config(method)
+    kwargs = {"n_labeled": 4, "augment": True}
+    uninterrupted, logged = run_fit(cfg, **kwargs)
+
+    saved: list[bytes] = []
+
+    def keep(state: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        saved.append(buf.getvalue())
+
+    checkpointing, _ = run_fit(cfg, checkpoint_every=1, on_checkpoint=keep, **kwargs)
+    assert_same_result(checkpointing, uninterrupted)  # writing states changes nothing
+    total = cfg.epochs * cfg.iters_per_epoch
+    assert len(saved) == total - 1  # steps 1 .. total-1
+    for blob in saved:
+        state = torch.load(io.BytesIO(blob), weights_only=True)
+        # Rebuilt from scratch: run_fit reseeds every RNG, the state must move them on.
+        resumed, resumed_log = run_fit(cfg, resume=state, **kwargs)
+        assert_same_result(resumed, uninterrupted)
+        step = state["step"]
+        assert (
+            resumed_log
+            == [(m, s) for m, s in logged if s >= step or "epoch/loss" in m][-len(resumed_log) :]
+        )
+
+
+def test_resume_refuses_a_state_of_another_run_shape() -> None:
+    states: list[dict[str, Any]] = []
+    cfg = config("supervised")
+    run_fit(cfg, checkpoint_every=4, on_checkpoint=lambda s: states.append(copy.deepcopy(s)))
+    with pytest.raises(ValueError, match="method='supervised'"):
+        run_fit(config("imas"), resume=states[0])
+    with pytest.raises(ValueError, match="total=6"):
+        run_fit(cfg.model_copy(update={"epochs": 3}), resume=states[0])
+    with pytest.raises(ValueError, match="on_checkpoint"):
+        run_fit(cfg, checkpoint_every=2)

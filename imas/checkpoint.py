@@ -1,0 +1,121 @@
+"""What exact resume needs beyond weights: every RNG stream and each loader's position.
+
+Everything here is tensors and plain Python values, so a resume state round-trips through
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states of python, numpy and torch (CPU; CUDA too when in use)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {
+            "version": version,
+            "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss": gauss,
+        },
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Stream(Iterator):
+    """Endless batches from a loader, one pass after another (each pass reshuffles), that can
+    report and restore its position.
+
+    The position is the RNG state at the start of the current pass (torch's global RNG and the
+    loader's own generator, the two a DataLoader's shuffle may draw from) and the number of
+    batches consumed in it. `restore` replays the pass's shuffle and skips that many batches of
+    indices without loading a single image (single-process DataLoaders; plain iterables, the
+    tests' stand-ins, are simply consumed).
+    """
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader
+        self._it: Iterator | None = None
+        self._start: dict[str, Any] | None = None
+        self._consumed = 0
+
+    def _pass_start(self) -> dict[str, Any]:
+        start: dict[str, Any] = {"torch": torch.get_rng_state()}
+        generator = getattr(self.loader, "generator", None)
+        if generator is not None:
+            start["loader"] = generator.get_state()
+        return start
+
+    def __next__(self) -> Any:
+        while True:
+            if self._it is None:
+                self._start = self._pass_start()
+                self._it = iter(self.loader)
+                self._consumed = 0
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._it = None
+                continue
+            self._consumed += 1
+            return batch
+
+    def state(self) -> dict[str, Any] | None:
+        """None before the first batch; afterwards the pass's start and the batches consumed."""
+        if self._it is None:
+            return None
+        return {"start": self._start, "consumed": self._consumed}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        """Put the stream where `state` was taken. Leaves torch's global RNG changed: the caller
+        restores the global RNG states afterwards."""
+        self._it, self._start, self._consumed = None, None, 0
+        if state is None:
+            return
+        start = state["start"]
+        torch.set_rng_state(start["torch"])
+        generator = getattr(self.loader, "generator", None)
+        if ("loader" in start) != (generator is not None):
+            raise ValueError("resume state and loader disagree on whether the loader is seeded")
+        if generator is not None:
+            generator.set_state(start["loader"])
+        it = iter(self.loader)
+        if isinstance(self.loader, torch.utils.data.DataLoader):
+            if self.loader.num_workers > 0:
+                raise ValueError(
+                    "exact resume needs a single-process loader (runtime.num_workers: 0): worker "
+                    "processes draw their augmentations from RNG streams a checkpoint cannot hold"
+                )
+            for _ in range(state["consumed"]):
+                next(it._sampler_iter)  # the indices only: no image is loaded
+        else:
+            for _ in range(state["consumed"]):
+                next(it)
+        self._it, self._start, self._consumed = it, start, state["consumed"]
