@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from imas import distributed
 from imas.config import SEMI_ONLY, TrainConfig
 from pipeline.params import Params, flatten
 
@@ -66,6 +67,22 @@ class Tracker:
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+class NullTracker(Tracker):
+    """The run of a process that is not rank 0: it logs nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "")
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_artifact(self, path: Path | str, folder: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        pass
 
 
 def effective_params(cfg: TrainConfig) -> dict[str, Any]:
@@ -119,8 +136,12 @@ def stage_run(
     A training stage passes the `train_cfg` it trains with, logged as `effective.*`.
 
     An exception inside the block marks the run FAILED (MLflow's own context manager), so a
-    crashed stage never stays "running".
+    crashed stage never stays "running". In a process group only rank 0 opens a run; the other
+    ranks get a tracker that logs nothing.
     """
+    if not distributed.is_main():
+        yield NullTracker()
+        return
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
