@@ -112,7 +112,8 @@ class EvaluateParams(Section):
 
 
 class RuntimeParams(Section):
-    """How to run, not what to compute: no stage lists these as DVC params."""
+    """How to run, not what to compute. The training stages list only `nproc` and `sync_bn` as
+    DVC params: they change the batches BatchNorm and iMAS's per-batch draws see."""
 
     device: Literal["cpu", "cuda", "auto"]
     threads: int = Field(ge=1)

@@ -51,12 +51,13 @@ def _digest(path: Path) -> str:
 def _run_identity(
     stage: str, params: Params, cfg: TrainConfig, split: Path, init: Path | None
 ) -> str:
-    """What a resume state must have been trained with: every param but `runtime` (which does
-    not change results), the section trained, the split lists, the init checkpoint and the
-    number of processes (which shards the data and holds one set of RNG streams each)."""
+    """What a resume state must have been trained with: every param but `runtime` (how to run),
+    the section trained, the split lists, the init checkpoint, and the number of processes and
+    the BatchNorm kind (the batches BatchNorm sees; each process holds its own RNG streams)."""
     identity = {
         "stage": stage,
         "world_size": distributed.world_size(),
+        "sync_bn": params.runtime.sync_bn,
         "params": params.model_dump(mode="json", exclude={"runtime"}),
         "cfg": cfg.model_dump(mode="json"),
         "split": {name: _digest(split / name) for name in ("labeled.txt", "unlabeled.txt")},
