@@ -168,10 +168,14 @@ def fit_worker(rank: int, world: int, port: int, folder: str) -> None:
     torch.use_deterministic_algorithms(True)
     dist.init_process_group("gloo")
     try:
-        plain = _fit_squares(rank)
+        logged: list[tuple[dict[str, float], int]] = []
+        plain = _fit_squares(rank, log=lambda m, s: logged.append((m, s)), log_every=1)
         # Students and teachers, parameters and BatchNorm buffers: equal on every rank.
         others = distributed.gather_objects(_weights_bytes(plain))
         assert all(w == others[0] for w in others), "ranks hold different models"
+        # Losses, easiness, CutMix rate: averaged over ranks, so every rank logs the same.
+        logs = distributed.gather_objects(logged)
+        assert len(logged) == 2 * 3 + 2 and all(log == logs[0] for log in logs)
         per_epoch = CFG.iters_per_epoch * CFG.batch_unlabeled  # both ranks' images
         assert [len(h) for h in plain.hardness] == [per_epoch] * CFG.epochs
 
@@ -247,5 +251,11 @@ def stage_worker(rank: int, world: int, port: int, workdir: str, record: str) ->
         init=Path("models/warmup.pt"),
         hardness=Path("metrics/ddp_hardness.csv"),
     )
-    out = {"writes": writes, "evals": evals, "summary": summary, "threads": torch.get_num_threads()}
+    out = {
+        "writes": writes,
+        "evals": evals,
+        "summary": summary,
+        "threads": torch.get_num_threads(),
+        "seed": torch.initial_seed(),  # of the augmentation stream
+    }
     torch.save(out, Path(record) / f"rank{rank}.pt")

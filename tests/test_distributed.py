@@ -96,6 +96,7 @@ def test_train_stage_on_two_ranks_writes_once_and_evaluates_like_one_process(
     [run] = mlflow_runs(workdir, "train-")  # one MLflow run, opened by rank 0
     assert run.info.status == "FINISHED" and "step/loss" in run.data.metrics
     assert [r["threads"] for r in ranks] == [1, 1]  # runtime.threads 2 shared by 2 processes
+    assert [r["seed"] for r in ranks] == [0, distributed.rank_seed(0, 1)]  # own augmentations
 
     # Both ranks saw the same (summed) scores; the last two are the final student and teacher.
     assert [e["miou"] for e in ranks[0]["evals"]] == [e["miou"] for e in ranks[1]["evals"]]
