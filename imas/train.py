@@ -44,6 +44,7 @@ class FitResult:
     `best` is chosen by the teacher's val mIoU (SPEC §6), or the student's without a teacher.
     `hardness` holds, per epoch, the hardness γ of every unlabeled image trained on, in order
     (empty lists for supervised training): the distribution behind the epoch's mean easiness.
+    Under DDP both cover every rank's images, and every rank returns the same result.
     """
 
     best: dict[str, dict[str, Tensor] | None]
@@ -241,7 +242,7 @@ class _Stepper:
         """Forward and backward `cfg.accumulate` micro-batches into the gradients. Each loss is
         divided by `accumulate`, so the step follows the mean micro-batch loss (DDP averages it
         over ranks too). Returns the diagnostics averaged over micro-batches and ranks, and the
-        hardness of every rank's unlabeled images (rank 0's first)."""
+        hardness of every rank's unlabeled images (micro-batch by micro-batch, rank 0's first)."""
         n = self.cfg.accumulate
         sums: dict[str, float] = {}
         gammas: list[float] = []
