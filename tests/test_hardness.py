@@ -253,19 +253,26 @@ def test_one_bincount_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("batch", "classes", "dtype"),
-    [(16, 21, torch.int16), (67, 22, torch.int16), (68, 22, torch.int32), (4, 150, torch.int32)],
+    [(16, 21, torch.int16), (16, 23, torch.int32), (4, 150, torch.int32)],
 )
 def test_bin_index_uses_the_narrowest_type(batch: int, classes: int, dtype: torch.dtype) -> None:
-    assert hardness_module._bin_dtype(batch * classes * classes) == dtype
+    lanes = hardness_module._LANES
+    assert hardness_module._bin_dtype(lanes * batch * classes * classes) == dtype
+    assert hardness_module._bin_dtype(1 << 15) == torch.int16  # bins 0 .. 32767
+    assert hardness_module._bin_dtype((1 << 15) + 1) == torch.int32
 
 
-def test_batch_confusion_at_the_int16_limit() -> None:
-    # 67 images of 22 classes fill 32,428 of int16's 32,768 bins: the last bin must not wrap.
-    b, c = 67, 22
-    rows = torch.full((b, 2, 3), c - 1)
-    cols = torch.full((b, 2, 3), c - 1)
+@pytest.mark.parametrize(("batch", "classes"), [(16, 21), (16, 23)])
+def test_batch_confusion_at_the_int16_limit(batch: int, classes: int) -> None:
+    # 4 lanes × 16 images × 21² classes fill 28,224 of int16's 32,768 bins; 23 classes need
+    # int32. Either way the last bin of the last image must not wrap.
+    b, c = batch, classes
+    rows = torch.full((b, 2, 5), c - 1)
+    cols = torch.full((b, 2, 5), c - 1)
     cols[:, 0, 0] = 0
+    cols[-1, 1, 4] = 3
     confusion = batch_confusion(rows, cols, c)
     assert confusion.dtype == torch.int64 and confusion.shape == (b, c, c)
-    assert (confusion[:, c - 1, c - 1] == 5).all() and (confusion[:, c - 1, 0] == 1).all()
-    assert int(confusion.sum()) == b * 6
+    assert (confusion[:-1, c - 1, c - 1] == 9).all() and int(confusion[-1, c - 1, c - 1]) == 8
+    assert (confusion[:, c - 1, 0] == 1).all() and int(confusion[-1, c - 1, 3]) == 1
+    assert int(confusion.sum()) == b * 10
