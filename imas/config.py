@@ -141,6 +141,14 @@ class AdaptiveConfig(Section):
         description="scale strong-op magnitudes by easiness (the paper's text; off in the code)"
     )
 
+    @property
+    def uses_hardness(self) -> bool:
+        """Whether any switch reads γ; if none does (the mean-teacher baseline), a step skips
+        the student's extra forward on the weak view that γ needs."""
+        return (
+            self.intensity or self.loss_weight or self.scaled_magnitude or self.cutmix == "adaptive"
+        )
+
 
 class OhemConfig(Section):
     """Online hard example mining of the supervised loss (U2PL's Cityscapes criterion)."""

@@ -128,8 +128,9 @@ def _semi_step(
     adaptive: AdaptiveConfig,
     strong_ops: int,
     generator: torch.Generator,
-) -> tuple[Tensor, dict[str, float], Tensor]:
-    """Loss of one teacher–student step (SPEC §1), its diagnostics and per-image hardness γ.
+) -> tuple[Tensor, dict[str, float], Tensor | None]:
+    """Loss of one teacher–student step (SPEC §1), its diagnostics and per-image hardness γ
+    (None when no adaptive part uses it: then γ, and the forward it needs, are skipped).
 
     `net` runs the gradient forward (the student, wrapped for DDP/compile/amp), `student` the
     no-grad one. Run on a micro-batch, everything per batch in iMAS (the CutMix trigger with
@@ -137,17 +138,22 @@ def _semi_step(
     authors decide it per GPU batch, of which a micro-batch is the analogue.
     """
     u_w = normalize(u_w8)
+    e, mean_e, gamma = None, math.nan, None
     with torch.no_grad():
-        student.eval()
-        p_s = F.softmax(student(u_w), dim=1)
-        student.train()
+        if adaptive.uses_hardness:
+            student.eval()
+            p_s = F.softmax(student(u_w), dim=1)
+            student.train()
         p_t = F.softmax(teacher(u_w), dim=1)
         conf, pseudo = p_t.max(dim=1)
-        s_map, s_ratio = confidence_maps(p_s, cfg.tau)
         t_ratio = confident_ratio(conf, cfg.tau)
-        gamma = hardness_from_maps(s_map, pseudo, s_ratio, t_ratio, p_t.shape[1], cfg.ignore_index0)
-        e = 1.0 - gamma
-        mean_e = float(e.mean())
+        if adaptive.uses_hardness:
+            s_map, s_ratio = confidence_maps(p_s, cfg.tau)
+            gamma = hardness_from_maps(
+                s_map, pseudo, s_ratio, t_ratio, p_t.shape[1], cfg.ignore_index0
+            )
+            e = 1.0 - gamma
+            mean_e = float(e.mean())
 
         scale = e.cpu() if adaptive.scaled_magnitude else None
         u_s = normalize(strong_view(u_w8, strong_ops, generator, magnitude_scale=scale))
@@ -179,10 +185,11 @@ def _semi_step(
         "loss": float(loss.detach()),
         **x_stats,
         "loss_u": float(loss_u.detach()),
-        "easiness": mean_e,
         "confident_ratio": float(t_ratio.mean()),
         "cutmix": float(fired),
     }
+    if gamma is not None:
+        stats["easiness"] = mean_e
     return loss, stats, gamma
 
 
