@@ -9,6 +9,10 @@ Training runs also log `effective.*`: the training section the run really used, 
 for warmup, train and ablate runs alike, with the adaptive switches as `fit` applies them. Raw
 params alone mislead in MLflow's compare view: a mean-teacher run shows `train.adaptive.*` on, and
 a warmup run shows the `train` section it never used.
+
+Queued and `--temp` DVC experiments run in a temporary clone of the project that has a `.dvc`
+folder of its own; their runs still go to the store of the project they were started from
+(`pipeline/dvc_context.py`), tagged `dvc_experiment` with the name `dvc exp show` lists.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from imas.config import SEMI_ONLY, TrainConfig
+from pipeline.dvc_context import project_root
 from pipeline.params import Params, flatten
 
 # Bounded so a batch never exceeds MLflow's per-request limit of 100 params.
@@ -28,12 +33,9 @@ _PARAM_BATCH = 100
 
 
 def store_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above `start` (default: cwd) holding `.dvc`, else `start`."""
-    start = (start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / ".dvc").is_dir():
-            return folder
-    return start
+    """The nearest folder at or above `start` (default: cwd) holding `.dvc`, else `start`; in a
+    queued or `--temp` experiment's temporary clone, the project that started the experiment."""
+    return project_root(start)
 
 
 def tracking_uri() -> str:
@@ -150,6 +152,9 @@ def stage_run(
     commit = _git_commit()
     if commit:
         all_tags["mlflow.source.git.commit"] = commit
+    # Set by DVC on every `dvc exp run`: pairs the run with its row in `dvc exp show`.
+    if os.environ.get("DVC_EXP_NAME"):
+        all_tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
     # Strings only: the sqlite store accepts an int tag, but a tracking server's REST client
     # fails on one before the request is even sent.
     str_tags = {k: str(v) for k, v in all_tags.items()}

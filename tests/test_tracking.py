@@ -134,3 +134,24 @@ def test_torchvision_stem_resnet_runs_are_tagged_a_deviation(client) -> None:
     tags = {r.data.tags["seed"]: r.data.tags for r in client.search_runs([exp.experiment_id])}
     assert tags["1"]["deviation"] == "torchvision-stem"
     assert "deviation" not in tags["0"] and "deviation" not in tags["2"]
+
+
+def test_a_queued_experiment_logs_to_the_project_that_queued_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    (tmp_path / ".dvc").mkdir()
+    clone = tmp_path / ".dvc/tmp/exps/tmpabc123"  # DVC's temporary clone, with its own .dvc
+    (clone / ".dvc").mkdir(parents=True)
+    monkeypatch.chdir(clone)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # unset, and restored after the test
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DVC_EXP_NAME", "peaky-bawl")
+    with stage_run("split", load_params(REPO / "params.yaml"), "data"):
+        pass
+    assert not (clone / "mlflow.db").exists() and not (clone / "mlruns").exists()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("imas-embedded")
+    assert exp.artifact_location == (tmp_path.resolve() / "mlruns").as_uri()
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.tags["dvc_experiment"] == "peaky-bawl"
