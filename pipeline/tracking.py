@@ -97,12 +97,44 @@ def _experiment_id(mlflow: Any, name: str, artifact_location: str | None) -> str
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return mlflow.create_experiment(
-        name,
-        artifact_location=artifact_location,
-        # MLflow 3 opens untagged experiments in its GenAI view; this marks model training.
-        tags={"mlflow.experimentKind": "custom_model_development"},
-    )
+    try:
+        return mlflow.create_experiment(
+            name,
+            artifact_location=artifact_location,
+            # MLflow 3 opens untagged experiments in its GenAI view; this marks model training.
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
+    except mlflow.MlflowException:
+        # A parallel job (a tracking server has no store lock) created it since the lookup.
+        found = mlflow.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+@contextmanager
+def _store_lock(own_store: bool) -> Iterator[None]:
+    """Exclusive while a stage opens the default sqlite store and finds its experiment.
+
+    Parallel queue jobs open one store; two processes creating a fresh `mlflow.db` at once ran
+    MLflow's schema migrations over each other ("duplicate column name: step", "table
+    _alembic_tmp_metrics already exists"), and two creating one experiment hit its UNIQUE name.
+    Once both exist, concurrent logging to the store worked (sqlite serialises the writes).
+    """
+    if not own_store:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory file locks in the stdlib; run jobs one at a time
+        yield
+        return
+    with (store_root() / "mlflow.db.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -132,7 +164,8 @@ def stage_run(
     location = (store_root() / "mlruns").as_uri() if own_store else None
     mlflow.set_tracking_uri(tracking_uri())
     name = params.runtime.experiment or f"imas-{params.dataset}"
-    experiment = _experiment_id(mlflow, name, location)
+    with _store_lock(own_store):
+        experiment = _experiment_id(mlflow, name, location)
     run_name = f"{stage}-{method}-{params.labeled}-s{params.seed}"
     all_tags = {
         "stage": stage,
