@@ -18,11 +18,12 @@ from imas.data.voc import (
 )
 from pipeline.outputs import atomic_path
 from pipeline.params import Params, RuntimeParams
+from pipeline.threads import apply_threads
 
 
 def setup_runtime(runtime: RuntimeParams, seed: int) -> torch.device:
     """Threads, determinism and device; returns the device to train on."""
-    torch.set_num_threads(runtime.threads)
+    apply_threads(runtime.threads)  # shared fairly among parallel queue jobs
     torch.manual_seed(seed)
     if runtime.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")

@@ -11,12 +11,21 @@ in the stage command's environment:
 * `DVC_ROOT`: the project the experiment was started from, not the temporary clone (DVC's
   queue sets it "to point to the parent DVC repo root (and not an executor tempdir root)";
   dvc.org/doc/user-guide/env lists both as "automatically set by DVC").
+
+`dvc queue start -j N` starts N worker processes (`dvc exp queue-worker`), each running one
+experiment at a time. DVC's process manager records each in
+`<project>/.dvc/tmp/exps/celery/dvc-exp-worker-<n>.json` ({"pid": ..., "returncode": null until
+it exits}); a worker exits by itself about ten seconds after the queue runs dry. Environment
+variables set on `dvc queue start` reach the stage commands (the workers inherit them).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+QUEUE_WORKERS = Path(".dvc", "tmp", "exps", "celery")
 
 
 def _nearest_project(start: Path) -> Path | None:
@@ -51,3 +60,30 @@ def project_root(start: Path | None = None) -> Path:
     if here is None:
         return start
     return _experiment_origin(here) or here
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would terminate it there; DVC writes no records anyway
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def queue_workers(project: Path) -> int:
+    """How many `dvc queue start` workers of `project` are running now (0 if none)."""
+    count = 0
+    for record in (project / QUEUE_WORKERS).glob("dvc-exp-worker-*.json"):
+        try:
+            info = json.loads(record.read_text())
+        except (OSError, ValueError):  # being rewritten, or removed by `dvc queue` cleanup
+            continue
+        if isinstance(info, dict) and info.get("returncode") is None and _alive(info.get("pid")):
+            count += 1
+    return count

@@ -12,7 +12,8 @@ a warmup run shows the `train` section it never used.
 
 Queued and `--temp` DVC experiments run in a temporary clone of the project that has a `.dvc`
 folder of its own; their runs still go to the store of the project they were started from
-(`pipeline/dvc_context.py`), tagged `dvc_experiment` with the name `dvc exp show` lists.
+(`pipeline/dvc_context.py`), tagged `dvc_experiment` with the name `dvc exp show` lists. Stages
+that set torch threads also log `runtime.threads_effective` and `runtime.parallel_jobs`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from imas.config import SEMI_ONLY, TrainConfig
 from pipeline.dvc_context import project_root
 from pipeline.params import Params, flatten
+from pipeline.threads import applied
 
 # Bounded so a batch never exceeds MLflow's per-request limit of 100 params.
 _PARAM_BATCH = 100
@@ -197,6 +199,10 @@ def stage_run(
         flat["method"] = method
         if train_cfg is not None:
             flat.update(effective_params(train_cfg))
+        plan = applied()
+        if plan is not None:
+            flat["runtime.threads_effective"] = plan.threads
+            flat["runtime.parallel_jobs"] = plan.jobs
         items = [(k, "null" if v is None else v) for k, v in flat.items()]
         for i in range(0, len(items), _PARAM_BATCH):
             mlflow.log_params(dict(items[i : i + _PARAM_BATCH]))
