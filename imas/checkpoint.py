@@ -82,6 +82,11 @@ class Stream(Iterator):
             try:
                 batch = next(self._it)
             except StopIteration:
+                if self._consumed == 0:  # a pass with no batch: retrying would spin forever
+                    raise ValueError(
+                        "a loader yields no batch in a whole pass: fewer samples than the batch "
+                        "size (the training loaders drop the last, incomplete batch)"
+                    ) from None
                 self._it = None
                 continue
             self._consumed += 1
