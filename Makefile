@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro benchmark paper-table smoke perf plots plots-assets test lint check-reports mlflow-ui clean
+.PHONY: setup repro sweep benchmark paper-table smoke perf plots plots-assets test lint check-reports mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,14 @@ setup: $(VENV)/.installed
 
 repro: setup
 	$(BIN)/dvc repro
+
+# A queued sweep (README, Sweeps): one experiment per label count, JOBS at a time; each stage's
+# torch threads follow from the number of running queue workers. Waits until all have run.
+LABELED ?= 92,183
+JOBS ?= 2
+sweep: setup
+	$(BIN)/dvc exp run --queue -S labeled=$(LABELED)
+	$(BIN)/dvc exp run --run-all -j $(JOBS)
 
 # The SSL benchmark (benchmarks/ssl): about 70 minutes on 2 CPU cores, not part of `make repro`.
 benchmark: setup

@@ -93,10 +93,11 @@ class Stream(Iterator):
             try:
                 batch = next(self._it)
             except StopIteration:
-                if self._consumed == 0:  # would loop forever
+                if self._consumed == 0:  # a pass with no batch: retrying would spin forever
                     raise ValueError(
-                        "a training loader yields no batch: its data (or this process's shard) "
-                        "holds fewer images than one batch"
+                        "a loader yields no batch in a whole pass: fewer samples than the batch "
+                        "size in its data or this process's shard (the training loaders drop "
+                        "the last, incomplete batch)"
                     ) from None
                 self._it = None
                 continue

@@ -19,15 +19,17 @@ from imas.data.voc import (
 )
 from pipeline.outputs import atomic_path
 from pipeline.params import Params, RuntimeParams
+from pipeline.threads import apply_threads
 
 
 def setup_runtime(runtime: RuntimeParams, seed: int) -> torch.device:
     """Threads, determinism and device; returns the device to train on.
 
-    The processes torchrun starts on one machine share its cores: each takes
-    `runtime.threads // processes` (at least one) and, on CUDA, the GPU of its local rank.
+    Threads are shared fairly among parallel queue jobs, and the processes torchrun starts on
+    one machine split a job's share: each takes `threads // processes` (at least one) and, on
+    CUDA, the GPU of its local rank.
     """
-    torch.set_num_threads(max(1, runtime.threads // distributed.local_world()))
+    apply_threads(runtime.threads, processes=distributed.local_world())
     torch.manual_seed(seed)
     if runtime.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")

@@ -11,7 +11,7 @@ import copy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -116,7 +116,10 @@ class RuntimeParams(Section):
     DVC params: they change the batches BatchNorm and iMAS's per-batch draws see."""
 
     device: Literal["cpu", "cuda", "auto"]
-    threads: int = Field(ge=1)
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        description="torch threads per stage, or auto: cores // parallel jobs; among parallel "
+        "DVC queue jobs at most cores // jobs either way (pipeline/threads.py)"
+    )
     num_workers: int = Field(ge=0)
     progress: bool = Field(description="progress bars: true, false or auto (on a terminal only)")
     checkpoint_every: int = Field(

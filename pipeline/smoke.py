@@ -26,6 +26,7 @@ from imas.train import fit
 from pipeline.outputs import atomic_path, write_json
 from pipeline.params import Params
 from pipeline.presets import PRESETS, preset_params
+from pipeline.threads import apply_threads
 
 
 def _peak_rss_mib() -> float:
@@ -123,7 +124,7 @@ def command(
     params = preset_params(preset, params_file)
     if crop is not None:
         params = params.model_copy(update={"aug": params.aug.model_copy(update={"crop": crop})})
-    torch.set_num_threads(params.runtime.threads)
+    apply_threads(params.runtime.threads)
     result = smoke(params, batch, eval_size)
     write_json(out, result)
     if table is not None:

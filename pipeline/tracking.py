@@ -9,6 +9,11 @@ Training runs also log `effective.*`: the training section the run really used, 
 for warmup, train and ablate runs alike, with the adaptive switches as `fit` applies them. Raw
 params alone mislead in MLflow's compare view: a mean-teacher run shows `train.adaptive.*` on, and
 a warmup run shows the `train` section it never used.
+
+Queued and `--temp` DVC experiments run in a temporary clone of the project that has a `.dvc`
+folder of its own; their runs still go to the store of the project they were started from
+(`pipeline/dvc_context.py`), tagged `dvc_experiment` with the name `dvc exp show` lists. Stages
+that set torch threads also log `runtime.threads_effective` and `runtime.parallel_jobs`.
 """
 
 from __future__ import annotations
@@ -22,19 +27,18 @@ from typing import Any
 
 from imas import distributed
 from imas.config import SEMI_ONLY, TrainConfig
+from pipeline.dvc_context import project_root
 from pipeline.params import Params, flatten
+from pipeline.threads import applied
 
 # Bounded so a batch never exceeds MLflow's per-request limit of 100 params.
 _PARAM_BATCH = 100
 
 
 def store_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above `start` (default: cwd) holding `.dvc`, else `start`."""
-    start = (start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / ".dvc").is_dir():
-            return folder
-    return start
+    """The nearest folder at or above `start` (default: cwd) holding `.dvc`, else `start`; in a
+    queued or `--temp` experiment's temporary clone, the project that started the experiment."""
+    return project_root(start)
 
 
 def tracking_uri() -> str:
@@ -112,12 +116,44 @@ def _experiment_id(mlflow: Any, name: str, artifact_location: str | None) -> str
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return mlflow.create_experiment(
-        name,
-        artifact_location=artifact_location,
-        # MLflow 3 opens untagged experiments in its GenAI view; this marks model training.
-        tags={"mlflow.experimentKind": "custom_model_development"},
-    )
+    try:
+        return mlflow.create_experiment(
+            name,
+            artifact_location=artifact_location,
+            # MLflow 3 opens untagged experiments in its GenAI view; this marks model training.
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
+    except mlflow.MlflowException:
+        # A parallel job (a tracking server has no store lock) created it since the lookup.
+        found = mlflow.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+@contextmanager
+def _store_lock(own_store: bool) -> Iterator[None]:
+    """Exclusive while a stage opens the default sqlite store and finds its experiment.
+
+    Parallel queue jobs open one store; two processes creating a fresh `mlflow.db` at once ran
+    MLflow's schema migrations over each other ("duplicate column name: step", "table
+    _alembic_tmp_metrics already exists"), and two creating one experiment hit its UNIQUE name.
+    Once both exist, concurrent logging to the store worked (sqlite serialises the writes).
+    """
+    if not own_store:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory file locks in the stdlib; run jobs one at a time
+        yield
+        return
+    with (store_root() / "mlflow.db.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -151,7 +187,8 @@ def stage_run(
     location = (store_root() / "mlruns").as_uri() if own_store else None
     mlflow.set_tracking_uri(tracking_uri())
     name = params.runtime.experiment or f"imas-{params.dataset}"
-    experiment = _experiment_id(mlflow, name, location)
+    with _store_lock(own_store):
+        experiment = _experiment_id(mlflow, name, location)
     run_name = f"{stage}-{method}-{params.labeled}-s{params.seed}"
     all_tags = {
         "stage": stage,
@@ -171,6 +208,9 @@ def stage_run(
     commit = _git_commit()
     if commit:
         all_tags["mlflow.source.git.commit"] = commit
+    # Set by DVC on every `dvc exp run`: pairs the run with its row in `dvc exp show`.
+    if os.environ.get("DVC_EXP_NAME"):
+        all_tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
     # Strings only: the sqlite store accepts an int tag, but a tracking server's REST client
     # fails on one before the request is even sent.
     str_tags = {k: str(v) for k, v in all_tags.items()}
@@ -180,6 +220,10 @@ def stage_run(
         flat["method"] = method
         if train_cfg is not None:
             flat.update(effective_params(train_cfg))
+        plan = applied()
+        if plan is not None:
+            flat["runtime.threads_effective"] = plan.threads
+            flat["runtime.parallel_jobs"] = plan.jobs
         items = [(k, "null" if v is None else v) for k, v in flat.items()]
         for i in range(0, len(items), _PARAM_BATCH):
             mlflow.log_params(dict(items[i : i + _PARAM_BATCH]))

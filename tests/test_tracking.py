@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +138,67 @@ def test_torchvision_stem_resnet_runs_are_tagged_a_deviation(client) -> None:
     tags = {r.data.tags["seed"]: r.data.tags for r in client.search_runs([exp.experiment_id])}
     assert tags["1"]["deviation"] == "torchvision-stem"
     assert "deviation" not in tags["0"] and "deviation" not in tags["2"]
+
+
+def test_a_queued_experiment_logs_to_the_project_that_queued_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    (tmp_path / ".dvc").mkdir()
+    clone = tmp_path / ".dvc/tmp/exps/tmpabc123"  # DVC's temporary clone, with its own .dvc
+    (clone / ".dvc").mkdir(parents=True)
+    monkeypatch.chdir(clone)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # unset, and restored after the test
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DVC_EXP_NAME", "peaky-bawl")
+    with stage_run("split", load_params(REPO / "params.yaml"), "data"):
+        pass
+    assert not (clone / "mlflow.db").exists() and not (clone / "mlruns").exists()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("imas-embedded")
+    assert exp.artifact_location == (tmp_path.resolve() / "mlruns").as_uri()
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.tags["dvc_experiment"] == "peaky-bawl"
+
+
+# Two stages opening one fresh store at the same moment, as the first stages of a `-j 2` queue.
+_OPEN_STORE = """
+import sys, time
+from pathlib import Path
+import mlflow  # imported before the start signal, so both processes reach the store together
+from pipeline.params import load_params
+from pipeline.tracking import stage_run
+
+params = load_params(Path(sys.argv[1]), [f"runtime.experiment=race-{sys.argv[2]}"])
+Path(f"ready-{sys.argv[3]}").touch()
+while not Path("go").exists():
+    time.sleep(0.005)
+with stage_run("split", params, "data", job=sys.argv[3]):
+    pass
+"""
+
+
+def test_parallel_stages_create_one_store_and_experiment(tmp_path: Path) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    env = {k: v for k, v in os.environ.items() if k not in {"MLFLOW_TRACKING_URI", "DVC_ROOT"}}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # Twice: without the store lock, the first round already failed every time it was tried.
+    for attempt in range(2):
+        project = tmp_path / str(attempt)  # a new file: MLflow keeps a deleted one open
+        (project / ".dvc").mkdir(parents=True)
+        cmd = [sys.executable, "-c", _OPEN_STORE, str(REPO / "params.yaml"), str(attempt)]
+        procs = [
+            subprocess.Popen([*cmd, job], cwd=project, env=env, stderr=subprocess.PIPE, text=True)
+            for job in ("a", "b")
+        ]
+        deadline = time.monotonic() + 120
+        while not all((project / f"ready-{j}").exists() for j in "ab"):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.05)
+        (project / "go").touch()
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], "\n".join(e[-3000:] for e in errors)
+        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+        exp = client.get_experiment_by_name(f"race-{attempt}")
+        runs = client.search_runs([exp.experiment_id])
+        assert sorted(r.data.tags["job"] for r in runs) == ["a", "b"]
