@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from imas.augment import cutmix, cutmix_boxes, cutmix_partner, mix_views, random_partner
-from imas.checkpoint import Stream, rng_state, set_rng_state
+from imas.checkpoint import Stream, check_finite_loss, rng_state, set_rng_state
 from imas.config import AdaptiveConfig, TrainConfig
 from imas.data.transforms import normalize
 from imas.hardness import confidence_maps, confident_ratio, hardness_from_maps
@@ -214,6 +214,9 @@ def fit(
     rebuilt as for the first call, finishes the run exactly as if it had not stopped (on CPU,
     bit for bit). The state shares tensors with the live models: the callback must write or
     copy it before returning. The caller decides where states go; `fit` knows no files.
+
+    A NaN or Inf loss raises `imas.checkpoint.NonFiniteError` before its backward pass, so the
+    weights and every state handed out are from finite iterations only.
     """
     if checkpoint_every < 0:
         raise ValueError(f"checkpoint_every={checkpoint_every} must be >= 0 (0: off)")
@@ -314,6 +317,7 @@ def fit(
             else:
                 loss, _, x_stats = _labeled_loss(student, normalize(x_l), y_l, cfg, [])
                 stats = {"loss": float(loss.detach()), **x_stats}
+            check_finite_loss(stats, step, epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -29,6 +29,7 @@ from pipeline.common import (
 )
 from pipeline.outputs import write_hardness, write_history, write_json
 from pipeline.params import Params
+from pipeline.stopping import training_stops
 from pipeline.tracking import Tracker, stage_run
 
 
@@ -114,7 +115,10 @@ def run_training(
         tiles = {"mode": ev.mode, "window": ev.window, "stride": ev.stride}
         return evaluate(m, val, n_cls, device, progress=progress, **tiles)["miou"]
 
-    with stage_run(stage, params, cfg.method, param_overrides, train_cfg=cfg) as run:
+    with (
+        training_stops(stage, resume_file),
+        stage_run(stage, params, cfg.method, param_overrides, train_cfg=cfg) as run,
+    ):
         start = time.perf_counter()
         result = fit(
             model,
