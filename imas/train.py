@@ -34,6 +34,16 @@ CheckpointFn = Callable[[dict[str, Any]], None]
 RESUME_FORMAT = 1
 
 
+class Interrupted(KeyboardInterrupt):
+    """`fit` stopped because `should_stop()` said so, at the top of iteration `step`; the state
+    at that point went to `on_checkpoint` (unless no iteration had run since the start or the
+    resume). A KeyboardInterrupt, so `except Exception` handlers do not swallow it."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"training stopped on request at iteration {step}")
+        self.step = step
+
+
 @dataclass
 class FitResult:
     """Weights (state dicts) at the best and the last epoch, and one row of metrics per epoch.
@@ -205,6 +215,7 @@ def fit(
     checkpoint_every: int = 0,
     on_checkpoint: CheckpointFn | None = None,
     resume: dict[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
     """Train `student` (in place) by `cfg.method`; evaluate every `cfg.eval_every` epochs.
 
@@ -215,7 +226,9 @@ def fit(
     bit for bit). The state shares tensors with the live models: the callback must write or
     copy it before returning. The caller decides where states go; `fit` knows no files.
 
-    A NaN or Inf loss raises `imas.checkpoint.NonFiniteError` before its backward pass, so the
+    `should_stop` is asked at the top of every iteration (a signal handler's flag); when it
+    returns True the current state goes to `on_checkpoint` and `Interrupted` is raised. A NaN
+    or Inf loss raises `imas.checkpoint.NonFiniteError` before its backward pass, so the
     weights and every state handed out are from finite iterations only.
     """
     if checkpoint_every < 0:
@@ -298,6 +311,10 @@ def fit(
             # At the top of an iteration: a state taken at an epoch's end has its eval done.
             if checkpoint_every and step % checkpoint_every == 0 and step != resumed_at:
                 on_checkpoint(state())
+            if should_stop is not None and should_stop():
+                if on_checkpoint is not None and step != resumed_at:
+                    on_checkpoint(state())
+                raise Interrupted(step)
             lr = _poly_lr(optimizer, step, total, cfg.poly_power)
             x_l, y_l = (t.to(device) for t in next(labeled_iter))
             if semi:

@@ -14,7 +14,9 @@ a warmup run shows the `train` section it never used.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +40,30 @@ def store_root(start: Path | None = None) -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a stage's run: unwinds like Ctrl-C so the run is closed as KILLED."""
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` while the run is open, where it would otherwise end the
+    process on the spot and leave the run RUNNING. A handler someone else installed (the
+    training stages' stop flag) is left alone."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def raise_terminated(_signum: int, _frame: object) -> None:
+        raise Terminated("SIGTERM")
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _git_commit() -> str | None:
@@ -118,8 +144,9 @@ def stage_run(
     `param_overrides` replaces dotted params, so an ablation logs the switches it really ran.
     A training stage passes the `train_cfg` it trains with, logged as `effective.*`.
 
-    An exception inside the block marks the run FAILED (MLflow's own context manager), so a
-    crashed stage never stays "running".
+    An exception inside the block marks the run FAILED (MLflow's own context manager), and
+    Ctrl-C, SIGTERM or a training stage's `Interrupted` (KeyboardInterrupts) mark it KILLED, so
+    a stage never stays "running".
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
@@ -153,13 +180,21 @@ def stage_run(
     # Strings only: the sqlite store accepts an int tag, but a tracking server's REST client
     # fails on one before the request is even sent.
     str_tags = {k: str(v) for k, v in all_tags.items()}
-    with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=str_tags) as run:
+    with (
+        _sigterm_unwinds(),
+        mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=str_tags) as run,
+    ):
         flat = flatten(params.model_dump(mode="json"))
         flat.update(param_overrides or {})
         flat["method"] = method
         if train_cfg is not None:
             flat.update(effective_params(train_cfg))
         items = [(k, "null" if v is None else v) for k, v in flat.items()]
-        for i in range(0, len(items), _PARAM_BATCH):
-            mlflow.log_params(dict(items[i : i + _PARAM_BATCH]))
-        yield Tracker(mlflow, run.info.run_id)
+        try:
+            for i in range(0, len(items), _PARAM_BATCH):
+                mlflow.log_params(dict(items[i : i + _PARAM_BATCH]))
+            yield Tracker(mlflow, run.info.run_id)
+        except KeyboardInterrupt:
+            # Ended here, start_run's exit finds no active run and does not mark it FAILED.
+            mlflow.end_run(status="KILLED")
+            raise

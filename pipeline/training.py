@@ -116,7 +116,7 @@ def run_training(
         return evaluate(m, val, n_cls, device, progress=progress, **tiles)["miou"]
 
     with (
-        training_stops(stage, resume_file),
+        training_stops(stage, resume_file) as should_stop,
         stage_run(stage, params, cfg.method, param_overrides, train_cfg=cfg) as run,
     ):
         start = time.perf_counter()
@@ -135,6 +135,7 @@ def run_training(
             checkpoint_every=params.runtime.checkpoint_every,
             on_checkpoint=lambda state: save_resume(resume_file, identity, state),
             resume=resume,
+            should_stop=should_stop,
         )
         seconds = time.perf_counter() - start
         last = result.history[-1]
