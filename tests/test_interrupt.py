@@ -77,6 +77,9 @@ def test_no_stage_leaves_its_run_running(client: MlflowClient) -> None:
         raise KeyboardInterrupt
     # SIGTERM's default ends the process where it stands; inside a run it unwinds instead.
     with pytest.raises(Terminated), stage_run("sigterm", params, "x"):
+        # Checked first, or this test's own process would be the one ended.
+        handler = signal.getsignal(signal.SIGTERM)
+        assert handler is not signal.SIG_DFL, "SIGTERM would end the stage with its run RUNNING"
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises first
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored afterwards
