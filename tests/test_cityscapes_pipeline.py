@@ -91,6 +91,32 @@ def test_published_cityscapes_lists_become_ids(work: Path, monkeypatch: pytest.M
     assert (work / "data/split/unlabeled.txt").read_text() == TRAIN_A
 
 
+def test_published_list_with_unknown_id_fails_at_the_split(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert CliRunner().invoke(app, ["download", "--out", "data/cityscapes"]).exit_code == 0
+    ghost = "train/aachen/aachen_000099_000019"  # well-formed, but not in the dataset
+    root = work / "splits"
+    lists = {
+        "cityscapes/1/labeled.txt": [_image_line(ghost)],
+        "cityscapes/1/unlabeled.txt": [_image_line(TRAIN_A), _image_line(TRAIN_B)],
+        "cityscapes/val.txt": [_image_line(VAL)],
+    }
+    for rel, lines in lists.items():
+        text = "\n".join(lines)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        monkeypatch.setitem(published.SPLITS, rel, (len(lines), sha))
+    monkeypatch.setitem(published.FAMILIES, ("cityscapes", "classic"), (1,))
+    args = ["--set", "data.split.source=published", "--set", f"data.split.urls=[{root.as_uri()}]"]
+    result = CliRunner().invoke(app, ["split", "--data", "data/cityscapes", *args])
+    assert result.exit_code == 1
+    assert "1 labeled id(s) not in the dataset's train pool" in result.output
+    assert ghost in result.output
+    assert not (work / "data/split").exists()
+
+
 def test_missing_packages_without_account_say_which_variables(work: Path) -> None:
     for archive in (work / "downloads").iterdir():
         archive.unlink()
