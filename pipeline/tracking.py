@@ -17,10 +17,15 @@ import os
 import signal
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import typer
 
 from imas.config import SEMI_ONLY, TrainConfig
 from pipeline.params import Params, flatten
@@ -40,6 +45,48 @@ def store_root(start: Path | None = None) -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
+# Seconds to wait for a tracking server before the stage gives up; MLflow's own client retries
+# a refused connection for minutes (7 retries, exponential backoff) before it fails.
+PROBE_TIMEOUT = 5.0
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached; the message names the URI (credentials masked)."""
+
+
+def _shown(uri: str) -> str:
+    """The URI for messages, with any user:password@ part masked."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Fail fast, naming the URI, when an http(s) tracking server does not answer.
+
+    Any HTTP answer counts as reachable (an auth proxy's 401 too): MLflow then reports what it
+    finds. Other stores (sqlite, files) are local and need no probe.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    host = parts.netloc.rsplit("@", 1)[-1]  # credentials are not needed to see a server answer
+    probe = parts._replace(netloc=host, path=parts.path.rstrip("/") + "/health", query="")
+    try:
+        with urllib.request.urlopen(probe.geturl(), timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(
+            f"MLflow tracking server {_shown(uri)} (MLFLOW_TRACKING_URI) is unreachable: "
+            f"{reason}. Start it, or unset MLFLOW_TRACKING_URI to log to the local mlflow.db; "
+            "nothing was run"
+        ) from None
 
 
 class Terminated(KeyboardInterrupt):
@@ -146,8 +193,14 @@ def stage_run(
 
     An exception inside the block marks the run FAILED (MLflow's own context manager), and
     Ctrl-C, SIGTERM or a training stage's `Interrupted` (KeyboardInterrupts) mark it KILLED, so
-    a stage never stays "running".
+    a stage never stays "running". An unreachable tracking server fails here, in seconds and
+    naming the URI, before the stage does any work: "error: ..." and exit code 1.
     """
+    try:
+        check_reachable(tracking_uri())
+    except TrackingError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
