@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro benchmark paper-table smoke plots plots-assets test lint check-reports mlflow-ui clean
+.PHONY: setup repro benchmark paper-table smoke perf plots plots-assets test lint check-reports mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,17 @@ smoke: setup
 		$(BIN)/imas smoke $$p --eval-size $$size --out reports/smoke/$$p.json \
 			--table reports/smoke.md || exit 1; \
 	done
+
+# reports/benchmarks.md: hardness, strong augmentation, step cost by method, a profile of the
+# default step (these need `make repro` first: they start from its warmup weights), and the
+# default `dvc repro` timed in a fresh clone. Run on an otherwise idle machine.
+perf: setup
+	$(BIN)/imas perf hardness
+	$(BIN)/imas perf augment
+	$(BIN)/imas perf steps
+	$(BIN)/imas perf profile
+	$(BIN)/imas perf repro
+	$(BIN)/imas perf report
 
 # The plots page with local copies of its vega scripts, so that it renders with no network
 # (DVC's own page loads them from a CDN). The scripts are downloaded once, checksum-verified.

@@ -96,10 +96,13 @@ class Stream(Iterator):
     report and restore its position.
 
     The position is the RNG state at the start of the current pass (torch's global RNG and the
-    loader's own generator, the two a DataLoader's shuffle may draw from) and the number of
-    batches consumed in it. `restore` replays the pass's shuffle and skips that many batches of
-    indices without loading a single image (single-process DataLoaders; plain iterables, the
-    tests' stand-ins, are simply consumed).
+    loader's own generator, the two a DataLoader's shuffle may draw from), the pass's number and
+    the number of batches consumed in it. `restore` replays the pass's shuffle and skips that
+    many batches of indices without loading a single image (single-process DataLoaders; plain
+    iterables, the tests' stand-ins, are simply consumed).
+
+    A sampler with `set_epoch` (DistributedSampler, which shuffles by seed + epoch rather than
+    from an RNG) is told the pass number before each pass, so every pass reshuffles the shard.
     """
 
     def __init__(self, loader: Iterable) -> None:
@@ -107,6 +110,13 @@ class Stream(Iterator):
         self._it: Iterator | None = None
         self._start: dict[str, Any] | None = None
         self._consumed = 0
+        self._pass = -1  # none started yet
+
+    def _begin_pass(self) -> Iterator:
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self._pass)
+        return iter(self.loader)
 
     def _pass_start(self) -> dict[str, Any]:
         start: dict[str, Any] = {"torch": torch.get_rng_state()}
@@ -119,26 +129,33 @@ class Stream(Iterator):
         while True:
             if self._it is None:
                 self._start = self._pass_start()
-                self._it = iter(self.loader)
+                self._pass += 1
+                self._it = self._begin_pass()
                 self._consumed = 0
             try:
                 batch = next(self._it)
             except StopIteration:
+                if self._consumed == 0:  # would loop forever
+                    raise ValueError(
+                        "a training loader yields no batch: its data (or this process's shard) "
+                        "holds fewer images than one batch"
+                    ) from None
                 self._it = None
                 continue
             self._consumed += 1
             return batch
 
     def state(self) -> dict[str, Any] | None:
-        """None before the first batch; afterwards the pass's start and the batches consumed."""
+        """None before the first batch; afterwards the pass (its start and number) and the batches
+        consumed in it."""
         if self._it is None:
             return None
-        return {"start": self._start, "consumed": self._consumed}
+        return {"start": self._start, "pass": self._pass, "consumed": self._consumed}
 
     def restore(self, state: dict[str, Any] | None) -> None:
         """Put the stream where `state` was taken. Leaves torch's global RNG changed: the caller
         restores the global RNG states afterwards."""
-        self._it, self._start, self._consumed = None, None, 0
+        self._it, self._start, self._consumed, self._pass = None, None, 0, -1
         if state is None:
             return
         start = state["start"]
@@ -148,7 +165,8 @@ class Stream(Iterator):
             raise ValueError("resume state and loader disagree on whether the loader is seeded")
         if generator is not None:
             generator.set_state(start["loader"])
-        it = iter(self.loader)
+        self._pass = state["pass"]
+        it = self._begin_pass()
         if isinstance(self.loader, torch.utils.data.DataLoader):
             if self.loader.num_workers > 0:
                 raise ValueError(

@@ -141,6 +141,14 @@ class AdaptiveConfig(Section):
         description="scale strong-op magnitudes by easiness (the paper's text; off in the code)"
     )
 
+    @property
+    def uses_hardness(self) -> bool:
+        """Whether any switch reads γ; if none does (the mean-teacher baseline), a step skips
+        the student's extra forward on the weak view that γ needs."""
+        return (
+            self.intensity or self.loss_weight or self.scaled_magnitude or self.cutmix == "adaptive"
+        )
+
 
 class OhemConfig(Section):
     """Online hard example mining of the supervised loss (U2PL's Cityscapes criterion)."""
@@ -161,8 +169,15 @@ class TrainConfig(Section):
     iters_per_epoch: int | None = Field(
         ge=1, description="null: one pass over the unlabeled set (SPEC §6)"
     )
-    batch_labeled: int = Field(ge=1)
-    batch_unlabeled: int = Field(ge=1, description="also sets the epoch length when supervised")
+    batch_labeled: int = Field(ge=1, description="labeled images per optimizer step, all ranks")
+    batch_unlabeled: int = Field(
+        ge=1,
+        description="unlabeled images per optimizer step, all ranks; also sets the epoch "
+        "length when supervised",
+    )
+    accumulate: int = Field(
+        1, ge=1, description="micro-batches whose gradients one optimizer step sums"
+    )
     lr: float = Field(gt=0)
     head_lr_mult: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
@@ -194,6 +209,23 @@ class TrainConfig(Section):
                 raise ValueError(f"method {self.method!r} needs: {', '.join(missing)}")
         return self
 
+    def micro_batches(self, world: int, section: str = "train") -> tuple[int, int]:
+        """Labeled and unlabeled images per process and micro-batch: the total batch split over
+        `world` processes and `accumulate` micro-batches, so an optimizer step sees the same
+        batch on any hardware. `section` names the params section in the error."""
+        parts = world * self.accumulate
+        sizes = []
+        for name in ("batch_labeled", "batch_unlabeled"):
+            total = getattr(self, name)
+            if total % parts:
+                raise ValueError(
+                    f"{section}.{name}={total} does not split into {world} process(es) × "
+                    f"{section}.accumulate={self.accumulate} = {parts} equal micro-batches; "
+                    f"make it a multiple of {parts}"
+                )
+            sizes.append(total // parts)
+        return sizes[0], sizes[1]
+
     def effective_adaptive(self) -> AdaptiveConfig:
         """Switches in force: the mean-teacher baseline has no adaptive part at all."""
         if self.adaptive is None:
@@ -207,3 +239,15 @@ class TrainConfig(Section):
                 scaled_magnitude=False,
             )
         return self.adaptive
+
+
+class SpeedConfig(Section):
+    """How `fit` runs on the hardware: none of these switches changes the algorithm, though bf16
+    rounding and BatchNorm over the global batch (`sync_bn`) change the numbers."""
+
+    amp: Literal["off", "bf16"] = Field(
+        "off", description="bf16: model forwards under torch.autocast; losses and hardness in fp32"
+    )
+    channels_last: bool = Field(False, description="NHWC weights (faster convolutions on GPUs)")
+    compile: bool = Field(False, description="torch.compile the student's training forward")
+    sync_bn: bool = Field(False, description="SyncBatchNorm across ranks (CUDA only)")

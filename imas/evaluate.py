@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from imas import distributed
 from imas.data.transforms import normalize
 
 
@@ -161,9 +162,15 @@ def evaluate(
     mode: Literal["whole", "sliding"] = "whole",
     window: int | None = None,
     stride: int | None = None,
+    across_ranks: bool = False,
 ) -> dict:
     """Accumulate one confusion matrix over the loader: whole-image prediction, or `window`
-    tiles every `stride` pixels with summed softmax (`sliding_probabilities`)."""
+    tiles every `stride` pixels with summed softmax (`sliding_probabilities`).
+
+    `across_ranks`: each rank of a process group holds its own shard of the images (every
+    image on exactly one rank); the confusion matrices are summed, so every rank returns the
+    scores of the whole set.
+    """
     _check_mode(mode, window, stride)
     total = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     # leave=False: during training the bar of the fit loop stays the only lasting line.
@@ -171,5 +178,7 @@ def evaluate(
         images, masks = batch[0].to(device), batch[1].to(device)
         labels = predict(model, images, mode, window, stride)
         total += confusion_matrix(labels, masks, num_classes, ignore_index)
+    if across_ranks:
+        distributed.all_reduce_sum(total)
     per_class, miou = iou(total)
     return {"miou": miou, "per_class_iou": per_class.tolist(), "confusion": total.cpu()}

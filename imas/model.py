@@ -150,6 +150,8 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
         (dict(teacher.named_parameters()), dict(student.named_parameters())),
         (dict(teacher.named_buffers()), dict(student.named_buffers())),
     ]
+    blend_t: list[Tensor] = []
+    blend_s: list[Tensor] = []
     for t_named, s_named in pairs:
         if t_named.keys() != s_named.keys():
             raise ValueError("teacher and student have different structures")
@@ -158,4 +160,10 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
             if decay == 0.0 or not t.is_floating_point():
                 t.copy_(s)
             else:
-                t.mul_(decay).add_(s, alpha=1.0 - decay)
+                blend_t.append(t)
+                blend_s.append(s)
+    if blend_t:
+        # One multi-tensor op per step instead of two ops per tensor (hundreds for a ResNet-101):
+        # the same elementwise arithmetic, so the same bits.
+        torch._foreach_mul_(blend_t, decay)
+        torch._foreach_add_(blend_t, blend_s, alpha=1.0 - decay)

@@ -18,20 +18,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from imas import distributed
 from imas.augment import cutmix, cutmix_boxes, cutmix_partner, mix_views, random_partner
 from imas.checkpoint import Stream, check_finite_loss, rng_state, set_rng_state
-from imas.config import AdaptiveConfig, TrainConfig
+from imas.config import AdaptiveConfig, SpeedConfig, TrainConfig
 from imas.data.transforms import normalize
 from imas.hardness import confidence_maps, confident_ratio, hardness_from_maps
 from imas.intensity import strong_view
 from imas.losses import ohem_loss, supervised_loss, unsupervised_loss
 from imas.model import ema_decay, ema_update, make_teacher, param_groups
+from imas.speed import TrainingNet, prepare, with_amp
 
 LogFn = Callable[[dict[str, float], int], None]
 EvalFn = Callable[[nn.Module], float]
 CheckpointFn = Callable[[dict[str, Any]], None]
 
-RESUME_FORMAT = 1
+# 2: the RNG streams and loader positions are kept per rank (`ranks`), for DDP runs.
+RESUME_FORMAT = 2
 
 
 class Interrupted(KeyboardInterrupt):
@@ -51,6 +54,7 @@ class FitResult:
     `best` is chosen by the teacher's val mIoU (SPEC §6), or the student's without a teacher.
     `hardness` holds, per epoch, the hardness γ of every unlabeled image trained on, in order
     (empty lists for supervised training): the distribution behind the epoch's mean easiness.
+    Under DDP both cover every rank's images, and every rank returns the same result.
     """
 
     best: dict[str, dict[str, Tensor] | None]
@@ -124,6 +128,7 @@ def _labeled_loss(
 
 
 def _semi_step(
+    net: nn.Module,
     student: nn.Module,
     teacher: nn.Module,
     x_l: Tensor,
@@ -133,20 +138,32 @@ def _semi_step(
     adaptive: AdaptiveConfig,
     strong_ops: int,
     generator: torch.Generator,
-) -> tuple[Tensor, dict[str, float], Tensor]:
-    """Loss of one teacher–student step (SPEC §1), its diagnostics and per-image hardness γ."""
+) -> tuple[Tensor, dict[str, float], Tensor | None]:
+    """Loss of one teacher–student step (SPEC §1), its diagnostics and per-image hardness γ
+    (None when no adaptive part uses it: then γ, and the forward it needs, are skipped).
+
+    `net` runs the gradient forward (the student, wrapped for DDP/compile/amp), `student` the
+    no-grad one. Run on a micro-batch, everything per batch in iMAS (the CutMix trigger with
+    p = mean easiness, the easiest↔hardest pairing, the loss mean) is per micro-batch: the
+    authors decide it per GPU batch, of which a micro-batch is the analogue.
+    """
     u_w = normalize(u_w8)
+    e, mean_e, gamma = None, math.nan, None
     with torch.no_grad():
-        student.eval()
-        p_s = F.softmax(student(u_w), dim=1)
-        student.train()
+        if adaptive.uses_hardness:
+            student.eval()
+            p_s = F.softmax(student(u_w), dim=1)
+            student.train()
         p_t = F.softmax(teacher(u_w), dim=1)
         conf, pseudo = p_t.max(dim=1)
-        s_map, s_ratio = confidence_maps(p_s, cfg.tau)
         t_ratio = confident_ratio(conf, cfg.tau)
-        gamma = hardness_from_maps(s_map, pseudo, s_ratio, t_ratio, p_t.shape[1], cfg.ignore_index0)
-        e = 1.0 - gamma
-        mean_e = float(e.mean())
+        if adaptive.uses_hardness:
+            s_map, s_ratio = confidence_maps(p_s, cfg.tau)
+            gamma = hardness_from_maps(
+                s_map, pseudo, s_ratio, t_ratio, p_t.shape[1], cfg.ignore_index0
+            )
+            e = 1.0 - gamma
+            mean_e = float(e.mean())
 
         scale = e.cpu() if adaptive.scaled_magnitude else None
         u_s = normalize(strong_view(u_w8, strong_ops, generator, magnitude_scale=scale))
@@ -166,7 +183,7 @@ def _semi_step(
     # One student forward over every view: labeled, weak, CutMix, strong.
     groups = ([] if cfg.drop_weak_forward else [u_w]) + ([cm.images] if fired else [])
     groups.append(u_s)
-    loss_x, parts, x_stats = _labeled_loss(student, x_l, y_l, cfg, groups)
+    loss_x, parts, x_stats = _labeled_loss(net, x_l, y_l, cfg, groups)
 
     weights = e if adaptive.loss_weight else None
     loss_u = unsupervised_loss(parts[-1], pseudo, conf, cfg.tau, weights)
@@ -178,24 +195,83 @@ def _semi_step(
         "loss": float(loss.detach()),
         **x_stats,
         "loss_u": float(loss_u.detach()),
-        "easiness": mean_e,
         "confident_ratio": float(t_ratio.mean()),
         "cutmix": float(fired),
     }
+    if gamma is not None:
+        stats["easiness"] = mean_e
     return loss, stats, gamma
 
 
-def _check_resume(resume: dict[str, Any], cfg: TrainConfig, total: int, iters: int) -> None:
+def _check_resume(
+    resume: dict[str, Any], cfg: TrainConfig, total: int, iters: int, world: int
+) -> None:
     """A resume state from another run shape would train on silently wrong; refuse it."""
     if resume.get("format") != RESUME_FORMAT:
         found = resume.get("format")
         raise ValueError(f"resume state has format {found!r}, expected {RESUME_FORMAT}")
-    expected = {"method": cfg.method, "total": total, "iters_per_epoch": iters}
+    expected = {"method": cfg.method, "total": total, "iters_per_epoch": iters, "world_size": world}
     for key, value in expected.items():
         if resume[key] != value:
             raise ValueError(f"resume state has {key}={resume[key]!r}, this run {value!r}")
     if not 0 < resume["step"] < total:
         raise ValueError(f"resume state step {resume['step']} is outside 1..{total - 1}")
+
+
+@dataclass
+class _Stepper:
+    """What the gradients of one optimizer step need besides the batches."""
+
+    net: TrainingNet
+    student: nn.Module  # the no-grad forwards (amp applied): never wrapped for DDP
+    teacher: nn.Module | None
+    cfg: TrainConfig
+    adaptive: AdaptiveConfig | None
+    strong_ops: int
+    generator: torch.Generator
+    device: torch.device
+
+    def _micro_batch(
+        self, labeled: Stream, unlabeled: Stream | None
+    ) -> tuple[Tensor, dict[str, float], Tensor | None]:
+        x_l, y_l = (t.to(self.device) for t in next(labeled))
+        if unlabeled is None:
+            loss, _, x_stats = _labeled_loss(self.net.forward, normalize(x_l), y_l, self.cfg, [])
+            return loss, {"loss": float(loss.detach()), **x_stats}, None
+        assert self.teacher is not None and self.adaptive is not None
+        u_w8 = next(unlabeled).to(self.device)
+        return _semi_step(
+            self.net.forward,
+            self.student,
+            self.teacher,
+            normalize(x_l),
+            y_l,
+            u_w8,
+            self.cfg,
+            self.adaptive,
+            self.strong_ops,
+            self.generator,
+        )
+
+    def gradients(
+        self, labeled: Stream, unlabeled: Stream | None
+    ) -> tuple[dict[str, float], list[float]]:
+        """Forward and backward `cfg.accumulate` micro-batches into the gradients. Each loss is
+        divided by `accumulate`, so the step follows the mean micro-batch loss (DDP averages it
+        over ranks too). Returns the diagnostics averaged over micro-batches and ranks, and the
+        hardness of every rank's unlabeled images (micro-batch by micro-batch, rank 0's first)."""
+        n = self.cfg.accumulate
+        sums: dict[str, float] = {}
+        gammas: list[float] = []
+        for i in range(n):
+            with self.net.grad_sync(i == n - 1):
+                loss, stats, gamma = self._micro_batch(labeled, unlabeled)
+                (loss / n).backward()
+            if gamma is not None:
+                gammas.extend(distributed.gather_cat(gamma).tolist())
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+        return distributed.mean_over_ranks({k: v / n for k, v in sums.items()}), gammas
 
 
 def fit(
@@ -215,20 +291,31 @@ def fit(
     checkpoint_every: int = 0,
     on_checkpoint: CheckpointFn | None = None,
     resume: dict[str, Any] | None = None,
+    speed: SpeedConfig = SpeedConfig(),
     should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
     """Train `student` (in place) by `cfg.method`; evaluate every `cfg.eval_every` epochs.
 
-    Every `checkpoint_every` iterations (0: never) `on_checkpoint` receives the resume state:
-    weights, optimizer, step, every RNG stream, each loader's position and the history so far,
-    tensors and plain values only. Passing that state back as `resume`, with everything else
-    rebuilt as for the first call, finishes the run exactly as if it had not stopped (on CPU,
-    bit for bit). The state shares tensors with the live models: the callback must write or
-    copy it before returning. The caller decides where states go; `fit` knows no files.
+    An iteration is one optimizer step over `cfg.accumulate` micro-batches from each loader
+    (the loaders yield micro-batches); the LR schedule, the EMA and the step count advance once
+    per iteration. Inside a process group (`imas.distributed`) every rank calls `fit` with its
+    shard of the data: the student trains under DistributedDataParallel, `evaluate_fn` must
+    return the same score on every rank, and the history, hardness and logged diagnostics cover
+    all ranks. `speed` switches channels-last, torch.compile, bf16 autocast and SyncBatchNorm.
 
-    `should_stop` is asked at the top of every iteration (a signal handler's flag); when it
-    returns True the current state goes to `on_checkpoint` and `Interrupted` is raised. A NaN
-    or Inf loss raises `imas.checkpoint.NonFiniteError` before its backward pass, so the
+    Every `checkpoint_every` iterations (0: never) `on_checkpoint` receives the resume state
+    (on rank 0 only; it holds every rank's RNG streams and loader positions): weights,
+    optimizer, step, every RNG stream, each loader's position and the history so far, tensors
+    and plain values only. Passing that state back as `resume` on every rank, with everything
+    else rebuilt as for the first call, finishes the run exactly as if it had not stopped (on
+    CPU, bit for bit). The state shares tensors with the live models: the callback must write
+    or copy it before returning. The caller decides where states go; `fit` knows no files.
+
+    `should_stop` is asked at the top of every iteration (a signal handler's flag; under DDP
+    the ranks stop together if any rank's says so); then the current state goes to
+    `on_checkpoint` and `Interrupted` is raised. A NaN or Inf loss raises
+    `imas.checkpoint.NonFiniteError` before the optimizer step (the check is on the losses
+    averaged over micro-batches and ranks, so every rank raises at the same iteration), so the
     weights and every state handed out are from finite iterations only.
     """
     if checkpoint_every < 0:
@@ -239,14 +326,27 @@ def fit(
     if semi and unlabeled is None:
         raise ValueError(f"method {cfg.method!r} needs an unlabeled loader")
     adaptive = cfg.effective_adaptive() if semi else None
-    if cfg.aux_weight > 0 and getattr(student, "aux", None) is None:
+    has_aux = getattr(student, "aux", None) is not None
+    if cfg.aux_weight > 0 and not has_aux:
         raise ValueError(f"aux_weight={cfg.aux_weight} needs a model with an auxiliary head")
+    device = torch.device(device)
     student.to(device).train()
-    teacher = make_teacher(student) if semi else None
+    net = prepare(student, speed, device, find_unused=has_aux and cfg.aux_weight == 0)
+    teacher = make_teacher(student) if semi else None  # after `prepare`: DDP synced the weights
     optimizer = torch.optim.SGD(
         param_groups(student, cfg.lr, cfg.head_lr_mult, cfg.weight_decay),
         lr=cfg.lr,
         momentum=cfg.momentum,
+    )
+    stepper = _Stepper(
+        net,
+        with_amp(student, speed, device),
+        None if teacher is None else with_amp(teacher, speed, device),
+        cfg,
+        adaptive,
+        strong_ops,
+        generator,
+        device,
     )
     total = cfg.epochs * iters_per_epoch
     # Each new pass reshuffles, so oversampling the labeled list does not repeat an order.
@@ -261,7 +361,7 @@ def fit(
     epoch_gamma: list[float] = []
     step = 0
     if resume is not None:
-        _check_resume(resume, cfg, total, iters_per_epoch)
+        _check_resume(resume, cfg, total, iters_per_epoch, distributed.world_size())
         student.load_state_dict(resume["student"])
         if teacher is not None:
             teacher.load_state_dict(resume["teacher"])
@@ -270,29 +370,35 @@ def fit(
         history, hardness = list(resume["history"]), list(resume["hardness"])
         best, best_miou, best_epoch = resume["best"], resume["best_miou"], resume["best_epoch"]
         sums, epoch_gamma = dict(resume["sums"]), list(resume["epoch_gamma"])
-        labeled_iter.restore(resume["loaders"]["labeled"])
+        mine = resume["ranks"][distributed.rank()]
+        labeled_iter.restore(mine["loaders"]["labeled"])
         if unlabeled_iter is not None:
-            unlabeled_iter.restore(resume["loaders"]["unlabeled"])
-        set_rng_state(resume["rng"])  # after the loaders: replaying a shuffle moves torch's RNG
-        generator.set_state(resume["generator"])
+            unlabeled_iter.restore(mine["loaders"]["unlabeled"])
+        set_rng_state(mine["rng"])  # after the loaders: replaying a shuffle moves torch's RNG
+        generator.set_state(mine["generator"])
     resumed_at = step
 
     def state() -> dict[str, Any]:
-        return {
-            "format": RESUME_FORMAT,
-            "method": cfg.method,
-            "total": total,
-            "iters_per_epoch": iters_per_epoch,
-            "step": step,
-            "student": student.state_dict(),
-            "teacher": None if teacher is None else teacher.state_dict(),
-            "optimizer": optimizer.state_dict(),
+        """The resume state; a collective under DDP (every rank's streams are gathered)."""
+        streams = {
             "rng": rng_state(),
             "generator": generator.get_state(),
             "loaders": {
                 "labeled": labeled_iter.state(),
                 "unlabeled": None if unlabeled_iter is None else unlabeled_iter.state(),
             },
+        }
+        return {
+            "format": RESUME_FORMAT,
+            "method": cfg.method,
+            "total": total,
+            "iters_per_epoch": iters_per_epoch,
+            "world_size": distributed.world_size(),
+            "step": step,
+            "student": student.state_dict(),
+            "teacher": None if teacher is None else teacher.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "ranks": distributed.gather_objects(streams),
             "history": history,
             "hardness": hardness,
             "best": best,
@@ -310,34 +416,21 @@ def fit(
         for _ in range(start_iter if epoch == start_epoch else 0, iters_per_epoch):
             # At the top of an iteration: a state taken at an epoch's end has its eval done.
             if checkpoint_every and step % checkpoint_every == 0 and step != resumed_at:
-                on_checkpoint(state())
-            if should_stop is not None and should_stop():
-                if on_checkpoint is not None and step != resumed_at:
-                    on_checkpoint(state())
+                snapshot = state()
+                if distributed.is_main():
+                    on_checkpoint(snapshot)
+            if should_stop is not None and distributed.any_rank(should_stop()):
+                snapshot = state() if on_checkpoint is not None and step != resumed_at else None
+                if snapshot is not None and distributed.is_main():
+                    on_checkpoint(snapshot)
                 raise Interrupted(step)
             lr = _poly_lr(optimizer, step, total, cfg.poly_power)
-            x_l, y_l = (t.to(device) for t in next(labeled_iter))
-            if semi:
-                u_w8 = next(unlabeled_iter).to(device)
-                loss, stats, gamma = _semi_step(
-                    student,
-                    teacher,
-                    normalize(x_l),
-                    y_l,
-                    u_w8,
-                    cfg,
-                    adaptive,
-                    strong_ops,
-                    generator,
-                )
-                epoch_gamma.extend(gamma.tolist())
-            else:
-                loss, _, x_stats = _labeled_loss(student, normalize(x_l), y_l, cfg, [])
-                stats = {"loss": float(loss.detach()), **x_stats}
-            check_finite_loss(stats, step, epoch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            stats, gammas = stepper.gradients(labeled_iter, unlabeled_iter)
+            check_finite_loss(stats, step, epoch)
+            epoch_gamma.extend(gammas)
             optimizer.step()
+            distributed.average_buffers(student)
             if teacher is not None:
                 ema_update(teacher, student, ema_decay(step, iters_per_epoch, cfg.ema_decay))
             stats["lr"] = lr

@@ -45,4 +45,5 @@ def command(
         init=init if cfg.init == "warmup" else None,
         param_overrides={**switches, "ablation": name},
     )
-    typer.echo(f"ablate {name}: best teacher val mIoU {summary['miou']:.2f}")
+    if summary is not None:  # None: a rank other than 0 of a DDP run
+        typer.echo(f"ablate {name}: best teacher val mIoU {summary['miou']:.2f}")

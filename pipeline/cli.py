@@ -24,6 +24,7 @@ from pipeline import (
     train,
     warmup,
 )
+from pipeline.perf import cli as perf_cli
 
 app = typer.Typer(
     help="iMAS semi-supervised segmentation: the stages of the DVC pipeline.",
@@ -43,6 +44,7 @@ app.command("paper-table")(paper_table.command)
 app.command("plots-assets")(plot_assets.command)
 app.command("preset")(presets.command)
 app.command("smoke")(smoke.command)
+app.add_typer(perf_cli.app, name="perf")
 
 if __name__ == "__main__":
     app()

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from imas import distributed
 from imas.checkpoint import NonFiniteError, nonfinite_keys
 from imas.data.splits import read_list
 from imas.data.voc import (
@@ -22,8 +23,12 @@ from pipeline.params import Params, RuntimeParams
 
 
 def setup_runtime(runtime: RuntimeParams, seed: int) -> torch.device:
-    """Threads, determinism and device; returns the device to train on."""
-    torch.set_num_threads(runtime.threads)
+    """Threads, determinism and device; returns the device to train on.
+
+    The processes torchrun starts on one machine share its cores: each takes
+    `runtime.threads // processes` (at least one) and, on CUDA, the GPU of its local rank.
+    """
+    torch.set_num_threads(max(1, runtime.threads // distributed.local_world()))
     torch.manual_seed(seed)
     if runtime.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")
@@ -31,7 +36,11 @@ def setup_runtime(runtime: RuntimeParams, seed: int) -> torch.device:
     if not use_cuda:
         # CPU kernels are deterministic with this flag; same seed, same numbers.
         torch.use_deterministic_algorithms(True)
-    return torch.device("cuda" if use_cuda else "cpu")
+        return torch.device("cpu")
+    if distributed.local_world() == 1:
+        return torch.device("cuda")
+    torch.cuda.set_device(distributed.local_rank())
+    return torch.device("cuda", distributed.local_rank())
 
 
 def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:
@@ -112,11 +121,25 @@ def load_resume(path: Path | str, run: str) -> dict[str, Any] | None:
 
 
 def _loader(dataset, batch: int, shuffle: bool, seed: int, runtime: RuntimeParams, drop: bool):
-    generator = torch.Generator().manual_seed(seed)
+    # Worker processes seed their augmentations from this generator: one stream per rank.
+    generator = torch.Generator().manual_seed(distributed.rank_seed(seed, distributed.rank()))
+    sampler = None
+    if shuffle and distributed.active():
+        # The same permutation on every rank (seeded, reshuffled per pass by Stream's
+        # set_epoch), each rank taking its own equal share of it.
+        sampler = torch.utils.data.DistributedSampler(
+            dataset,
+            num_replicas=distributed.world_size(),
+            rank=distributed.rank(),
+            shuffle=True,
+            seed=seed,
+            drop_last=True,
+        )
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         drop_last=drop,
         num_workers=runtime.num_workers,
         generator=generator,
@@ -142,20 +165,31 @@ def _dataset_kwargs(params: Params) -> dict[str, Any]:
 def train_loaders(
     params: Params, data: Path, split: Path, batch_labeled: int, batch_unlabeled: int
 ) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader, int]:
-    """Labeled and unlabeled loaders of the split, and the size of the unlabeled set."""
+    """Labeled and unlabeled loaders of the split, and the size of the unlabeled set.
+
+    The batch sizes are per process and micro-batch; in a process group each process loads its
+    own shard of both sets.
+    """
     labeled_ids = read_list(split / "labeled.txt")
     unlabeled_ids = read_list(split / "unlabeled.txt")
     n_cls = params.model.num_classes
     kwargs = _dataset_kwargs(params)
     labeled = LabeledDataset(data, labeled_ids, n_cls, params.aug, **kwargs)
     unlabeled = UnlabeledDataset(data, unlabeled_ids, params.aug, **kwargs)
-    # Different seeds for the two shuffles so the streams do not move in lockstep.
+    # Different seeds for the two shuffles so the streams do not move in lockstep (under DDP
+    # the sampler seeds pass p with seed + p: 2**32 apart, the streams never share one).
     lab = _loader(labeled, batch_labeled, True, params.seed, params.runtime, drop=True)
-    unl = _loader(unlabeled, batch_unlabeled, True, params.seed + 1, params.runtime, drop=True)
+    unl_seed = params.seed + (2**32 if distributed.active() else 1)
+    unl = _loader(unlabeled, batch_unlabeled, True, unl_seed, params.runtime, drop=True)
     return lab, unl, len(unlabeled_ids)
 
 
-def val_loader(params: Params, data: Path) -> torch.utils.data.DataLoader:
+def val_loader(params: Params, data: Path, shard: bool = False) -> torch.utils.data.DataLoader:
+    """The val set in order; with `shard`, in a process group, this rank's share of it (each
+    image on exactly one rank: the confusion matrices then sum to the whole set's)."""
     ids = read_list(data / "ImageSets" / "Segmentation" / "val.txt")
     dataset = ValDataset(data, ids, params.model.num_classes, **_dataset_kwargs(params))
+    if shard and distributed.active():
+        indices = distributed.shard(len(dataset), distributed.rank(), distributed.world_size())
+        dataset = torch.utils.data.Subset(dataset, list(indices))
     return _loader(dataset, params.evaluate.batch_size, False, 0, params.runtime, drop=False)

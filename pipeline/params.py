@@ -56,7 +56,16 @@ class DataParams(Section):
     cityscapes: CityscapesParams
 
 
-class WarmupParams(TrainConfig):
+class TrainingParams(TrainConfig):
+    """A training section of params.yaml: the library's config with `accumulate` required."""
+
+    accumulate: int = Field(
+        ge=1,
+        description="micro-batches per optimizer step; the batch sizes stay the step's total",
+    )
+
+
+class WarmupParams(TrainingParams):
     @model_validator(mode="after")
     def _supervised(self) -> WarmupParams:
         if self.method != "supervised":
@@ -64,7 +73,7 @@ class WarmupParams(TrainConfig):
         return self
 
 
-class SemiParams(TrainConfig):
+class SemiParams(TrainingParams):
     init: Literal["warmup", "scratch"] = Field(
         description="start student and teacher from the warmup checkpoint, or from random weights"
     )
@@ -103,7 +112,8 @@ class EvaluateParams(Section):
 
 
 class RuntimeParams(Section):
-    """How to run, not what to compute: no stage lists these as DVC params."""
+    """How to run, not what to compute. The training stages list only `nproc` and `sync_bn` as
+    DVC params: they change the batches BatchNorm and iMAS's per-batch draws see."""
 
     device: Literal["cpu", "cuda", "auto"]
     threads: int = Field(ge=1)
@@ -117,6 +127,15 @@ class RuntimeParams(Section):
     experiment: str | None = Field(
         default=None, min_length=1, description="MLflow experiment; null: imas-<dataset>"
     )
+    nproc: int = Field(
+        ge=1,
+        description="processes per training stage (one per GPU); > 1: the stage relaunches "
+        "itself under torchrun",
+    )
+    sync_bn: bool = Field(description="SyncBatchNorm across processes (CUDA only)")
+    amp: Literal["off", "bf16"] = Field(description="bf16: forwards under torch.autocast")
+    channels_last: bool = Field(description="channels-last weights and activations")
+    compile: bool = Field(description="torch.compile the student's training forward")
 
     @model_validator(mode="after")
     def _resumable(self) -> RuntimeParams:
@@ -127,6 +146,12 @@ class RuntimeParams(Section):
                 "a resume checkpoint cannot hold"
             )
         return self
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, value: Any) -> Any:
+        # YAML 1.1 (PyYAML, `--set`) reads a bare `off` as false.
+        return "off" if value is False else value
 
     @field_validator("progress", mode="before")
     @classmethod
@@ -224,6 +249,7 @@ class Params(Section):
                 raise ValueError(
                     f"{where}.aux_weight={section.aux_weight} needs model.aux_head: true"
                 )
+            section.micro_batches(self.runtime.nproc, where)  # raises naming the fields
         if self.benchmark is not None:
             self._check_grid(self.benchmark)
         return self

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from imas import distributed
 from imas.config import SEMI_ONLY, TrainConfig
 from pipeline.params import Params, flatten
 
@@ -141,6 +142,22 @@ class Tracker:
         self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
+class NullTracker(Tracker):
+    """The run of a process that is not rank 0: it logs nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "")
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_artifact(self, path: Path | str, folder: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        pass
+
+
 def effective_params(cfg: TrainConfig) -> dict[str, Any]:
     """`effective.*` params of a training run: `cfg` as `imas.train.fit` applies it.
 
@@ -194,8 +211,13 @@ def stage_run(
     An exception inside the block marks the run FAILED (MLflow's own context manager), and
     Ctrl-C, SIGTERM or a training stage's `Interrupted` (KeyboardInterrupts) mark it KILLED, so
     a stage never stays "running". An unreachable tracking server fails here, in seconds and
-    naming the URI, before the stage does any work: "error: ..." and exit code 1.
+    naming the URI, before the stage does any work: "error: ..." and exit code 1. In a process
+    group only rank 0 opens a run (and probes the server); the other ranks get a tracker that
+    logs nothing.
     """
+    if not distributed.is_main():
+        yield NullTracker()
+        return
     try:
         check_reachable(tracking_uri())
     except TrackingError as err:

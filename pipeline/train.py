@@ -40,6 +40,7 @@ def command(
         init=init if params.train.init == "warmup" else None,
         hardness=hardness,
     )
-    typer.echo(
-        f"train: best teacher val mIoU {summary['miou']:.2f} at epoch {summary['best_epoch']}"
-    )
+    if summary is not None:  # None: a rank other than 0 of a DDP run
+        typer.echo(
+            f"train: best teacher val mIoU {summary['miou']:.2f} at epoch {summary['best_epoch']}"
+        )

@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 
-from imas.config import TrainConfig
+from imas import distributed
+from imas.config import SpeedConfig, TrainConfig
 from imas.evaluate import evaluate
 from imas.model import build_model
-from imas.train import fit, resolve_iters_per_epoch
+from imas.train import FitResult, fit, resolve_iters_per_epoch
 from imas.weights import load_pretrained
 from pipeline.common import (
     load_checkpoint,
@@ -27,6 +28,7 @@ from pipeline.common import (
     train_loaders,
     val_loader,
 )
+from pipeline.launch import relaunch_under_torchrun
 from pipeline.outputs import write_hardness, write_history, write_json
 from pipeline.params import Params
 from pipeline.stopping import training_stops
@@ -50,16 +52,32 @@ def _digest(path: Path) -> str:
 def _run_identity(
     stage: str, params: Params, cfg: TrainConfig, split: Path, init: Path | None
 ) -> str:
-    """What a resume state must have been trained with: every param but `runtime` (which does
-    not change results), the section trained, the split lists and the init checkpoint."""
+    """What a resume state must have been trained with: every param but `runtime` (how to run),
+    the section trained, the split lists, the init checkpoint, and the number of processes and
+    the BatchNorm kind (the batches BatchNorm sees; each process holds its own RNG streams)."""
     identity = {
         "stage": stage,
+        "world_size": distributed.world_size(),
+        "sync_bn": params.runtime.sync_bn,
         "params": params.model_dump(mode="json", exclude={"runtime"}),
         "cfg": cfg.model_dump(mode="json"),
         "split": {name: _digest(split / name) for name in ("labeled.txt", "unlabeled.txt")},
         "init": None if init is None else _digest(init),
     }
     return json.dumps(identity, sort_keys=True)
+
+
+def _section(stage: str) -> str:
+    """The params section a stage trains with, as error messages name it."""
+    kind, _, name = stage.partition(":")
+    return f"ablations.{name}" if kind == "ablate" else kind
+
+
+def _speed(params: Params) -> SpeedConfig:
+    rt = params.runtime
+    return SpeedConfig(
+        amp=rt.amp, channels_last=rt.channels_last, compile=rt.compile, sync_bn=rt.sync_bn
+    )
 
 
 def run_training(
@@ -75,45 +93,88 @@ def run_training(
     init: Path | None = None,
     param_overrides: dict[str, Any] | None = None,
     hardness: Path | None = None,
-) -> dict[str, Any]:
-    """Train by `cfg`, then write the checkpoint, metrics JSON and history CSV atomically.
+) -> dict[str, Any] | None:
+    """Train by `cfg`, then write the checkpoint, metrics JSON and history CSV atomically; return
+    the summary (None on the ranks other than 0 of a DDP run, which log and write nothing).
 
     `hardness`, if given, receives the per-image hardness of every epoch (CSV). With
     `runtime.checkpoint_every` > 0 a resume checkpoint beside `out` is rewritten that often; a
-    rerun with the same params and inputs resumes from it (bit-identically on CPU), and it is
-    removed once every output is written.
+    rerun with the same params, inputs and process count resumes from it (bit-identically on
+    CPU), and it is removed once every output is written. With `runtime.nproc` > 1 outside
+    torchrun the command reruns itself under torchrun (pipeline/launch.py).
     """
+    relaunch_under_torchrun(params.runtime.nproc, stage.partition(":")[0])
     device = setup_runtime(params.runtime, params.seed)
+    with distributed.process_group(device):
+        summary = _train(
+            stage,
+            params,
+            cfg,
+            device,
+            data=data,
+            split=split,
+            out=out,
+            metrics=metrics,
+            history=history,
+            init=init,
+            param_overrides=param_overrides,
+            hardness=hardness,
+        )
+        return summary if distributed.is_main() else None
+
+
+def _train(
+    stage: str,
+    params: Params,
+    cfg: TrainConfig,
+    device: torch.device,
+    *,
+    data: Path,
+    split: Path,
+    out: Path,
+    metrics: Path,
+    history: Path,
+    init: Path | None,
+    param_overrides: dict[str, Any] | None,
+    hardness: Path | None,
+) -> dict[str, Any]:
+    rank, world = distributed.rank(), distributed.world_size()
+    main = distributed.is_main()
+    micro_labeled, micro_unlabeled = cfg.micro_batches(world, _section(stage))
     labeled, unlabeled, n_unlabeled = train_loaders(
-        params, data, split, cfg.batch_labeled, cfg.batch_unlabeled
+        params, data, split, micro_labeled, micro_unlabeled
     )
-    val = val_loader(params, data)
+    val = val_loader(params, data, shard=True)
     iters = resolve_iters_per_epoch(cfg, n_unlabeled)
     model = build_model(params.model)
     if init is not None:
         model.load_state_dict(load_checkpoint(init)["best"]["student"])
     else:  # a run from scratch starts from the pretrained backbone (a warmup already did)
         load_pretrained(model, params.model)
-    generator = torch.Generator().manual_seed(params.seed)
+    if rank:  # one model on every rank, then each its own augmentations (rank 0: unchanged)
+        torch.manual_seed(distributed.rank_seed(params.seed, rank))
+    generator = torch.Generator().manual_seed(distributed.rank_seed(params.seed, rank))
     resume_file = resume_path(out)
-    remove_resume_temps(resume_file)  # half-written by a run killed mid-save
+    if main:
+        remove_resume_temps(resume_file)  # half-written by a run killed mid-save
     identity = _run_identity(stage, params, cfg, split, init)
     resume = load_resume(resume_file, identity)
-    if resume is not None:
+    if main and resume is not None:
         step = resume["step"]
         print(f"{stage}: resuming from {resume_file} at iteration {step}", file=sys.stderr)
-    elif resume_file.exists():
+    elif main and resume_file.exists():
         print(
             f"{stage}: {resume_file} is from a run with other params or inputs; starting over",
             file=sys.stderr,
         )
 
-    n_cls, progress = params.model.num_classes, params.runtime.progress
+    n_cls, progress = params.model.num_classes, params.runtime.progress and main
 
     def val_miou(m: torch.nn.Module) -> float:
         ev = params.evaluate
         tiles = {"mode": ev.mode, "window": ev.window, "stride": ev.stride}
-        return evaluate(m, val, n_cls, device, progress=progress, **tiles)["miou"]
+        scores = evaluate(m, val, n_cls, device, progress=progress, across_ranks=True, **tiles)
+        return scores["miou"]
 
     with (
         training_stops(stage, resume_file) as should_stop,
@@ -131,10 +192,11 @@ def run_training(
             generator=generator,
             log=_epoch_logger(run),
             device=device,
-            progress=params.runtime.progress,
+            progress=progress,
             checkpoint_every=params.runtime.checkpoint_every,
             on_checkpoint=lambda state: save_resume(resume_file, identity, state),
             resume=resume,
+            speed=_speed(params),
             should_stop=should_stop,
         )
         seconds = time.perf_counter() - start
@@ -148,21 +210,8 @@ def run_training(
         }
         if "miou_teacher" in last:
             summary["last_miou_teacher"] = round(100 * last["miou_teacher"], 4)
-        save_checkpoint(
-            out,
-            {
-                "model": params.model.model_dump(mode="json"),
-                "method": cfg.method,
-                "best": result.best,
-                "last": result.last,
-                "best_epoch": result.best_epoch,
-                "best_miou": result.best_miou,
-            },
-        )
-        write_json(metrics, summary)
-        write_history(history, result.history)
-        if hardness is not None:
-            write_hardness(hardness, result.hardness)
+        if main:
+            _write_outputs(params, cfg, result, summary, out, metrics, history, hardness)
         # Wall time goes to MLflow only: the metrics file must be identical run to run.
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
         run.log_metrics({"train_seconds": seconds})
@@ -170,5 +219,33 @@ def run_training(
             if path is not None:
                 run.log_artifact(path)
         run.log_artifact(out, "checkpoints")
-    resume_file.unlink(missing_ok=True)  # every output is written: nothing left to resume
+    if main:
+        resume_file.unlink(missing_ok=True)  # every output is written: nothing left to resume
     return summary
+
+
+def _write_outputs(
+    params: Params,
+    cfg: TrainConfig,
+    result: FitResult,
+    summary: dict[str, Any],
+    out: Path,
+    metrics: Path,
+    history: Path,
+    hardness: Path | None,
+) -> None:
+    save_checkpoint(
+        out,
+        {
+            "model": params.model.model_dump(mode="json"),
+            "method": cfg.method,
+            "best": result.best,
+            "last": result.last,
+            "best_epoch": result.best_epoch,
+            "best_miou": result.best_miou,
+        },
+    )
+    write_json(metrics, summary)
+    write_history(history, result.history)
+    if hardness is not None:
+        write_hardness(hardness, result.hardness)

@@ -38,4 +38,5 @@ def command(
         metrics=metrics,
         history=history,
     )
-    typer.echo(f"warmup: best val mIoU {summary['miou']:.2f} at epoch {summary['best_epoch']}")
+    if summary is not None:  # None: a rank other than 0 of a DDP run
+        typer.echo(f"warmup: best val mIoU {summary['miou']:.2f} at epoch {summary['best_epoch']}")

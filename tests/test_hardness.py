@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from imas.hardness import easiness, hardness, hardness_from_maps
+import imas.hardness as hardness_module
+from imas.hardness import batch_confusion, easiness, hardness, hardness_from_maps
 
 
 def reference_wiou(ref: list[int], other: list[int], num_classes: int, ignore0: bool) -> float:
@@ -217,9 +218,10 @@ def test_hardness_from_probabilities_matches_per_image_reference(num_classes: in
     assert g[5] == 1.0  # all class 0 on both sides: wIoU = 0 under ignore_index0
 
 
-def test_hardness_has_no_python_loop() -> None:
+def test_hardness_has_no_loop_over_images_or_classes() -> None:
     # SPEC §2 asks for one bincount over the batch; a loop over images or classes would pass
-    # the value tests but not scale to a real batch.
+    # the value tests but not scale to a real batch. The one loop allowed walks fixed-size pixel
+    # slices (`_SLICE`), whose count depends on the bytes, not on B or C.
     import ast
     import inspect
 
@@ -227,4 +229,50 @@ def test_hardness_has_no_python_loop() -> None:
 
     tree = ast.parse(inspect.getsource(module))
     loops = [n for n in ast.walk(tree) if isinstance(n, ast.For | ast.While | ast.comprehension)]
-    assert loops == []
+    assert [ast.unparse(n.iter) for n in loops] == ["range(0, flat.numel(), _SLICE)"]
+
+
+def test_one_bincount_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = torch.bincount
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].numel())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "bincount", counting)
+    monkeypatch.setattr(hardness_module, "_SLICE", 7)  # many slices, still one bincount
+    g = torch.Generator().manual_seed(3)
+    s, t = (torch.randint(0, 5, (4, 9, 11), generator=g) for _ in range(2))
+    ratio = torch.rand(4, generator=g)
+    got = hardness_from_maps(s, t, ratio, ratio, 5)
+    assert calls == [4 * 9 * 11]
+    expected = reference_hardness(s, t, ratio, ratio, 5, True)
+    assert got.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("batch", "classes", "dtype"),
+    [(16, 21, torch.int16), (16, 23, torch.int32), (4, 150, torch.int32)],
+)
+def test_bin_index_uses_the_narrowest_type(batch: int, classes: int, dtype: torch.dtype) -> None:
+    lanes = hardness_module._LANES
+    assert hardness_module._bin_dtype(lanes * batch * classes * classes) == dtype
+    assert hardness_module._bin_dtype(1 << 15) == torch.int16  # bins 0 .. 32767
+    assert hardness_module._bin_dtype((1 << 15) + 1) == torch.int32
+
+
+@pytest.mark.parametrize(("batch", "classes"), [(16, 21), (16, 23)])
+def test_batch_confusion_at_the_int16_limit(batch: int, classes: int) -> None:
+    # 4 lanes × 16 images × 21² classes fill 28,224 of int16's 32,768 bins; 23 classes need
+    # int32. Either way the last bin of the last image must not wrap.
+    b, c = batch, classes
+    rows = torch.full((b, 2, 5), c - 1)
+    cols = torch.full((b, 2, 5), c - 1)
+    cols[:, 0, 0] = 0
+    cols[-1, 1, 4] = 3
+    confusion = batch_confusion(rows, cols, c)
+    assert confusion.dtype == torch.int64 and confusion.shape == (b, c, c)
+    assert (confusion[:-1, c - 1, c - 1] == 9).all() and int(confusion[-1, c - 1, c - 1]) == 8
+    assert (confusion[:, c - 1, 0] == 1).all() and int(confusion[-1, c - 1, 3]) == 1
+    assert int(confusion.sum()) == b * 10

@@ -218,3 +218,19 @@ def test_same_seed_same_weights_and_deterministic_forward() -> None:
     model = build_model(cfg()).train()
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), model(x))  # no dropout: a train forward has no randomness
+
+
+def test_ema_update_matches_the_per_tensor_rule_bit_for_bit() -> None:
+    # ema_update batches the blend into multi-tensor ops; the result must be the same bits as
+    # teacher.mul_(d).add_(student, alpha=1 - d) tensor by tensor.
+    student, teacher = _trained_pair()
+    expected = {k: v.clone() for k, v in teacher.state_dict().items()}
+    for name, s in student.state_dict().items():
+        if s.is_floating_point():
+            expected[name].mul_(0.993).add_(s, alpha=1.0 - 0.993)
+        else:
+            expected[name].copy_(s)
+    ema_update(teacher, student, 0.993)
+    got = teacher.state_dict()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert any(not torch.equal(got[k], v) for k, v in student.state_dict().items())

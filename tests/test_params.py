@@ -221,3 +221,72 @@ def test_checkpoint_every_is_a_required_runtime_field_that_needs_single_process_
         load_params(path)
     path = write(tmp_path, lambda raw: raw["runtime"].update(checkpoint_every=50))
     assert load_params(path).runtime.checkpoint_every == 50
+
+
+def _runtime(**values):
+    return lambda raw: raw["runtime"].update(values)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda raw: raw["runtime"].pop("nproc"), "runtime.nproc: Field required"),
+        (_runtime(nproc=0), "runtime.nproc: Input should be greater than or equal to 1"),
+        (lambda raw: raw["runtime"].pop("sync_bn"), "runtime.sync_bn: Field required"),
+        (_runtime(sync_bn="sometimes"), "runtime.sync_bn: Input should be a valid boolean"),
+        (_runtime(amp="fp16"), "runtime.amp: Input should be 'off' or 'bf16' (got 'fp16')"),
+        (lambda raw: raw["runtime"].pop("amp"), "runtime.amp: Field required"),
+        (_runtime(channels_last="nhwc"), "runtime.channels_last: Input should be a valid"),
+        (lambda raw: raw["runtime"].pop("compile"), "runtime.compile: Field required"),
+        (lambda raw: raw["warmup"].pop("accumulate"), "warmup.accumulate: Field required"),
+        (lambda raw: raw["train"].update(accumulate=0), "train.accumulate: Input should be"),
+        (
+            _runtime(nproc=3),
+            "warmup.batch_labeled=8 does not split into 3 process(es) × warmup.accumulate=1 = 3 "
+            "equal micro-batches; make it a multiple of 3",
+        ),
+        (
+            lambda raw: raw["ablations"].update(big={"accumulate": 16}),
+            "ablations.big.batch_labeled=8 does not split into 1 process(es) × "
+            "ablations.big.accumulate=16 = 16",
+        ),
+    ],
+)
+def test_parallel_and_speed_fields_are_checked(tmp_path: Path, mutate, needle: str) -> None:
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, mutate))
+    assert needle in str(err.value)
+
+
+def test_parallel_and_speed_fields_default_off_and_take_valid_values(tmp_path: Path) -> None:
+    for params_file in (
+        "params.yaml",
+        "benchmarks/ssl/params.yaml",
+        "benchmarks/paper/params.yaml",
+    ):
+        params = load_params(ROOT / params_file)
+        rt = params.runtime
+        switches = (rt.nproc, rt.sync_bn, rt.amp, rt.channels_last, rt.compile)
+        assert switches == (1, False, "off", False, False)
+        assert params.warmup.accumulate == params.train.accumulate == 1
+    # A bare `off` is false to PyYAML (and to --set): it still means off.
+    assert load_params(write(tmp_path, _runtime(amp=False))).runtime.amp == "off"
+    assert load_params(ROOT / "params.yaml", ["runtime.amp=off"]).runtime.amp == "off"
+    switched = load_params(
+        ROOT / "params.yaml",
+        ["runtime.nproc=2", "runtime.amp=bf16", "train.accumulate=2", "warmup.accumulate=4"],
+    )
+    assert (switched.runtime.nproc, switched.runtime.amp) == (2, "bf16")
+    assert switched.train.micro_batches(2) == (2, 2)
+    assert switched.ablation("no_loss_weight").accumulate == 2
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "pipeline/presets").glob("*")))
+def test_presets_keep_the_published_total_batch_on_any_hardware(preset: str) -> None:
+    from pipeline.presets import preset_params
+
+    params = preset_params(preset, ROOT / "params.yaml")
+    for section in (params.warmup, params.train):
+        assert (section.batch_labeled, section.batch_unlabeled, section.accumulate) == (16, 16, 1)
+        # 16 + 16 on 2 GPUs with accumulate 2: micro-batches of 4 + 4
+        assert section.model_copy(update={"accumulate": 2}).micro_batches(2) == (4, 4)

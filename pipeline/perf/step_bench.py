@@ -1,0 +1,165 @@
+"""Cost of one training step by method, the hardness share of an iMAS step, and a profile.
+
+All methods start from the same weights and see the same batches in the same order; steps are
+timed through `fit`'s per-step log callback, so the measured loop is the real one (no copy of
+the step). The hardness share wraps the functions `imas.train` calls for γ with timers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+import imas.train as train_module
+from imas.config import TrainConfig
+from imas.train import fit
+
+# What `imas.train` calls only to compute γ: the student's max/argmax and the maps-to-γ step.
+# The teacher's max/argmax (the pseudo labels) and confident ratio (logged by every
+# teacher–student run) are not counted.
+_HARDNESS_FUNCTIONS = ("confidence_maps", "hardness_from_maps")
+
+
+@contextmanager
+def _timed(names: Iterable[str], seconds: list[float]) -> Iterator[None]:
+    originals = {name: getattr(train_module, name) for name in names}
+
+    def wrap(fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            seconds.append(time.perf_counter() - start)
+            return out
+
+        return timed
+
+    for name, fn in originals.items():
+        setattr(train_module, name, wrap(fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(train_module, name, fn)
+
+
+def step_times(
+    make_model: Callable[[], nn.Module],
+    batches: Callable[[], tuple[Iterable, Iterable]],
+    cfg: TrainConfig,
+    strong_ops: int,
+    steps: int,
+    skip: int = 2,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Median seconds per step of `fit` under `cfg`, after `skip` warm-up steps, and the share
+    of the hardness functions in those steps."""
+    stamps: list[float] = []
+    hardness_seconds: list[float] = []
+    counted: list[int] = []
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        if any(key.startswith("step/") for key in metrics):  # not the epoch summary
+            stamps.append(time.perf_counter())
+            counted.append(len(hardness_seconds))
+
+    labeled, unlabeled = batches()
+    torch.manual_seed(seed)
+    run_cfg = cfg.model_copy(update={"epochs": 1, "iters_per_epoch": steps + 1, "eval_every": 1})
+    with _timed(_HARDNESS_FUNCTIONS, hardness_seconds):
+        fit(
+            make_model(),
+            labeled,
+            unlabeled,
+            run_cfg,
+            strong_ops=strong_ops,
+            iters_per_epoch=steps + 1,
+            evaluate_fn=lambda model: 0.0,
+            generator=torch.Generator().manual_seed(seed),
+            log=log,
+            log_every=1,
+        )
+    # stamps[i] is taken at the end of step i (the log call): step i's time is the difference.
+    durations = [b - a for a, b in zip(stamps[skip:-1], stamps[skip + 1 :], strict=True)]
+    in_hardness = sum(hardness_seconds[counted[skip] : counted[-1]])
+    return {
+        "step_ms": round(1000 * statistics.median(durations), 2),
+        "hardness_share": round(in_hardness / sum(durations), 4) if durations else 0.0,
+        "steps": len(durations),
+    }
+
+
+def compare_methods(
+    make_model: Callable[[], nn.Module],
+    batches: Callable[[], tuple[Iterable, Iterable]],
+    cfg: TrainConfig,
+    strong_ops: int,
+    steps: int,
+) -> dict[str, Any]:
+    """Step time of supervised, mean teacher and iMAS (with and without the weak-view group in
+    the training forward), same model, batch and data; ratios to mean teacher."""
+    variants = {
+        "supervised": cfg.model_copy(update={"method": "supervised"}),
+        "mean_teacher": cfg.model_copy(update={"method": "mean_teacher"}),
+        "imas": cfg.model_copy(update={"method": "imas", "drop_weak_forward": False}),
+        "imas_drop_weak": cfg.model_copy(update={"method": "imas", "drop_weak_forward": True}),
+        "mean_teacher_drop_weak": cfg.model_copy(
+            update={"method": "mean_teacher", "drop_weak_forward": True}
+        ),
+    }
+    results = {
+        name: step_times(make_model, batches, variant, strong_ops, steps)
+        for name, variant in variants.items()
+    }
+    mt = results["mean_teacher"]["step_ms"]
+    return {
+        "methods": results,
+        "imas_over_mean_teacher": round(results["imas"]["step_ms"] / mt, 3),
+        "imas_drop_weak_over_mean_teacher_drop_weak": round(
+            results["imas_drop_weak"]["step_ms"] / results["mean_teacher_drop_weak"]["step_ms"],
+            3,
+        ),
+    }
+
+
+def profile_steps(
+    make_model: Callable[[], nn.Module],
+    batches: Callable[[], tuple[Iterable, Iterable]],
+    cfg: TrainConfig,
+    strong_ops: int,
+    steps: int,
+    rows: int = 15,
+) -> str:
+    """torch.profiler table (self CPU time) of `steps` iMAS steps."""
+    labeled, unlabeled = batches()
+    run_cfg = cfg.model_copy(update={"epochs": 1, "iters_per_epoch": steps, "eval_every": 1})
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fit(
+            make_model(),
+            labeled,
+            unlabeled,
+            run_cfg,
+            strong_ops=strong_ops,
+            iters_per_epoch=steps,
+            evaluate_fn=lambda model: 0.0,
+            generator=torch.Generator().manual_seed(0),
+        )
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def eval_throughput(params: Any, data: Any, model: nn.Module) -> float:
+    """Images per second of a whole-val evaluation (the default pipeline's loader)."""
+    from imas.evaluate import evaluate
+    from pipeline.common import val_loader
+
+    loader = val_loader(params, data)
+    images = len(loader.dataset)
+    evaluate(model, loader, params.model.num_classes)  # warm-up (decodes and caches images)
+    start = time.perf_counter()
+    evaluate(model, loader, params.model.num_classes)
+    return round(images / (time.perf_counter() - start), 1)
