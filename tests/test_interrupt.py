@@ -56,6 +56,12 @@ def test_fit_stops_when_asked_and_its_state_finishes_the_run() -> None:
     assert stop.value.step == 0 and saved == []
 
 
+def test_under_ddp_a_stop_or_a_nan_on_one_rank_stops_every_rank_together() -> None:
+    from ddp_stop_worker import spawn_within, stop_worker
+
+    spawn_within(stop_worker, 2, seconds=60)
+
+
 @pytest.fixture
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
