@@ -5,6 +5,7 @@ output is written, and the MLflow run is closed as KILLED or FAILED by `tracking
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -25,17 +26,22 @@ def training_stops(stage: str, resume_file: Path) -> Iterator[Callable[[], bool]
 
     The first signal only sets the flag, so `fit` stops at the next iteration with a resume
     checkpoint; the handlers that were there before come back at once, so a second Ctrl-C
-    (KeyboardInterrupt) or SIGTERM (termination) stops the process without waiting.
+    (KeyboardInterrupt) or SIGTERM (termination) stops the process without waiting. Not under
+    torchrun: there Ctrl-C reaches every process and torchrun then sends each its own SIGTERM,
+    which must not cut the save short (torchrun kills workers that take longer than 30 s).
     `Interrupted` becomes exit code 128 + signal and `NonFiniteError` exit code 1, each with a
     one-line message on stderr instead of a traceback.
     """
     received: list[int] = []
     previous: dict[int, object] = {}
 
+    under_torchrun = "LOCAL_RANK" in os.environ
+
     def handler(signum: int, _frame: object) -> None:
         received.append(signum)
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        if not under_torchrun:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     # Python lets only the main thread install handlers (an in-process caller may be another).
     if threading.current_thread() is threading.main_thread():

@@ -198,3 +198,55 @@ def test_a_signal_mid_training_saves_a_resume_checkpoint_and_kills_the_run(
         assert reference.exit_code == 0, reference.output
         for ours, theirs in zip(outputs(name), outputs("reference"), strict=True):
             assert (project / ours).read_bytes() == (project / theirs).read_bytes(), ours
+
+
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["SIGTERM to imas", "Ctrl-C to the group"])
+def test_a_stage_relaunched_under_torchrun_stops_every_rank_with_a_checkpoint(
+    project: Path, ctrl_c: bool
+) -> None:
+    """`runtime.nproc: 2`: the `imas` process reruns itself under torchrun. SIGTERM to it (what
+    a scheduler sends) reaches the workers through torchrun; Ctrl-C reaches every process of
+    the terminal's group, and torchrun adds a SIGTERM to each worker. Either way the workers
+    stop together, rank 0 writes the resume checkpoint, and the command exits 128 + signal
+    with the run KILLED."""
+    sig = signal.SIGINT if ctrl_c else signal.SIGTERM
+    name = f"stopped-ddp-{sig.name}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
+    sets = ["runtime.nproc=2", "runtime.progress=true"]
+    sets += ["train.batch_labeled=4", "train.batch_unlabeled=4"]  # 2 + 2 on each rank
+    cmd = [sys.executable, "-m", "pipeline.cli", *train_args(name)]
+    cmd += [a for s in sets for a in ("--set", s)]
+    # Its own session, so the process group is the stage's alone, as a terminal's would be.
+    proc = subprocess.Popen(
+        cmd, cwd=project, env=env, stderr=subprocess.PIPE, start_new_session=True
+    )
+    err = Output(proc.stderr)
+    deadline = time.monotonic() + 180
+    while err.steps_done() < 1:
+        assert proc.poll() is None, f"the stage ended before training:\n{err.text}"
+        assert time.monotonic() < deadline, f"no training step within 180 s:\n{err.text}"
+        time.sleep(0.05)
+    if ctrl_c:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + sig, err.text[-3000:]
+    err.thread.join(timeout=10)
+    found = re.search(
+        rf"train: stopped by {sig.name} at iteration (\d+); resume checkpoint", err.text
+    )
+    assert found, err.text[-3000:]
+    state = torch.load(resume_path(project / f"models/{name}.pt"), weights_only=True)["state"]
+    assert state["step"] == int(found.group(1)) >= 1 and state["world_size"] == 2
+    assert not [p for p in outputs(name) if (project / p).exists()]
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("imas-embedded")
+    runs = client.search_runs(
+        [exp.experiment_id], "tags.stage = 'train'", order_by=["attributes.start_time DESC"]
+    )
+    assert runs[0].info.status == "KILLED" and runs[0].data.params["runtime.nproc"] == "2"
