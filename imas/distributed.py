@@ -101,6 +101,18 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, (total / world_size()).tolist(), strict=True))
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on at least one, so the ranks act on a local
+    event (a signal) together instead of one leaving the others waiting in a collective."""
+    if not active():
+        return flag
+    total = torch.tensor([int(flag)])
+    if dist.get_backend() == "nccl":
+        total = total.cuda()
+    dist.all_reduce(total)
+    return bool(total.item())
+
+
 def gather_cat(tensor: Tensor) -> Tensor:
     """Rank 0's tensor, then rank 1's, …, concatenated along dim 0 on every rank (the tensors
     must have the same shape on every rank)."""

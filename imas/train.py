@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from imas import distributed
 from imas.augment import cutmix, cutmix_boxes, cutmix_partner, mix_views, random_partner
-from imas.checkpoint import Stream, rng_state, set_rng_state
+from imas.checkpoint import Stream, check_finite_loss, rng_state, set_rng_state
 from imas.config import AdaptiveConfig, SpeedConfig, TrainConfig
 from imas.data.transforms import normalize
 from imas.hardness import confidence_maps, confident_ratio, hardness_from_maps
@@ -35,6 +35,16 @@ CheckpointFn = Callable[[dict[str, Any]], None]
 
 # 2: the RNG streams and loader positions are kept per rank (`ranks`), for DDP runs.
 RESUME_FORMAT = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """`fit` stopped because `should_stop()` said so, at the top of iteration `step`; the state
+    at that point went to `on_checkpoint` (unless no iteration had run since the start or the
+    resume). A KeyboardInterrupt, so `except Exception` handlers do not swallow it."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"training stopped on request at iteration {step}")
+        self.step = step
 
 
 @dataclass
@@ -282,6 +292,7 @@ def fit(
     on_checkpoint: CheckpointFn | None = None,
     resume: dict[str, Any] | None = None,
     speed: SpeedConfig = SpeedConfig(),
+    should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
     """Train `student` (in place) by `cfg.method`; evaluate every `cfg.eval_every` epochs.
 
@@ -299,6 +310,13 @@ def fit(
     else rebuilt as for the first call, finishes the run exactly as if it had not stopped (on
     CPU, bit for bit). The state shares tensors with the live models: the callback must write
     or copy it before returning. The caller decides where states go; `fit` knows no files.
+
+    `should_stop` is asked at the top of every iteration (a signal handler's flag; under DDP
+    the ranks stop together if any rank's says so); then the current state goes to
+    `on_checkpoint` and `Interrupted` is raised. A NaN or Inf loss raises
+    `imas.checkpoint.NonFiniteError` before the optimizer step (the check is on the losses
+    averaged over micro-batches and ranks, so every rank raises at the same iteration), so the
+    weights and every state handed out are from finite iterations only.
     """
     if checkpoint_every < 0:
         raise ValueError(f"checkpoint_every={checkpoint_every} must be >= 0 (0: off)")
@@ -401,9 +419,15 @@ def fit(
                 snapshot = state()
                 if distributed.is_main():
                     on_checkpoint(snapshot)
+            if should_stop is not None and distributed.any_rank(should_stop()):
+                snapshot = state() if on_checkpoint is not None and step != resumed_at else None
+                if snapshot is not None and distributed.is_main():
+                    on_checkpoint(snapshot)
+                raise Interrupted(step)
             lr = _poly_lr(optimizer, step, total, cfg.poly_power)
             optimizer.zero_grad(set_to_none=True)
             stats, gammas = stepper.gradients(labeled_iter, unlabeled_iter)
+            check_finite_loss(stats, step, epoch)
             epoch_gamma.extend(gammas)
             optimizer.step()
             distributed.average_buffers(student)

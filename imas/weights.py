@@ -102,7 +102,11 @@ def load_pretrained(model: nn.Module, cfg: ModelConfig) -> None:
                 f"pretrained='imagenet' exists for torchvision-stem ResNets, not backbone "
                 f"{cfg.backbone!r} with stem {cfg.stem!r}"
             )
-        state = IMAGENET[cfg.backbone].get_state_dict(progress=False)
+        # torch.hub loads with weights_only=False unless told otherwise: a tampered cache file
+        # would run code. check_hash: the file's sha256 must start with the hash in its name.
+        state = IMAGENET[cfg.backbone].get_state_dict(
+            progress=False, check_hash=True, weights_only=True
+        )
         load_backbone_weights(model.backbone, state)
     else:
         load_backbone_weights(model.backbone, cfg.pretrained)

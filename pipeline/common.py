@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from imas import distributed
+from imas.checkpoint import NonFiniteError, nonfinite_keys
 from imas.data.splits import read_list
 from imas.data.voc import (
     VOC_AUG_LAYOUT,
@@ -45,6 +46,15 @@ def setup_runtime(runtime: RuntimeParams, seed: int) -> torch.device:
 
 
 def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:
+    """Write `payload` atomically; refuse (NonFiniteError, nothing written) if any tensor holds
+    NaN or Inf, so a diverged run never replaces a good checkpoint or resume state."""
+    bad = nonfinite_keys(payload)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise NonFiniteError(
+            f"{path}: not written, non-finite values in {', '.join(bad[:5])}{more}; the "
+            "previous file (if any) is kept"
+        )
     # Through a file object: given a path, torch.save names the archive's inner folder after the
     # (random) temp file, so equal weights gave different bytes and DVC hashes on every run.
     with atomic_path(path) as tmp, tmp.open("wb") as fh:

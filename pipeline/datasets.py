@@ -19,6 +19,8 @@ from typing import Any
 
 from imas.data import DataError
 from imas.data.splits import make_split, read_list, write_list
+from imas.data.voc import check_listed
+from pipeline.common import layout_for
 from pipeline.params import Params
 
 VOC_CLASSES = [
@@ -128,7 +130,20 @@ def _published(params: Params, data: Path, pool: list[str], progress: bool):
 
 
 def split_lists(params: Params, data: Path, progress: bool) -> tuple[list[str], list[str]]:
-    """The labeled and unlabeled ids of `params` (count, seed, `data.split`) over root `data`."""
+    """The labeled and unlabeled ids of `params` (count, seed, `data.split`) over root `data`.
+
+    Every labeled id must have its image and mask and every unlabeled id its image, so a list
+    naming a file that is not there fails here (DataError naming it), not when training
+    reaches it.
+    """
+    labeled, unlabeled = _draw(params, data, progress)
+    layout = layout_for(params.dataset)
+    check_listed(data, labeled, layout, with_masks=True)
+    check_listed(data, unlabeled, layout, with_masks=False)
+    return labeled, unlabeled
+
+
+def _draw(params: Params, data: Path, progress: bool) -> tuple[list[str], list[str]]:
     sets = data / "ImageSets" / "Segmentation"
     if params.dataset == "embedded":
         return make_split(read_list(sets / "train.txt"), params.labeled, params.seed)

@@ -10,6 +10,7 @@ and train.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,5 +54,29 @@ def relaunch_under_torchrun(nproc: int, command: str) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SOURCE_ROOT), env.get("PYTHONPATH")]))
     print(f"{command}: runtime.nproc={nproc}, rerunning under torchrun", file=sys.stderr)
-    code = subprocess.run(torchrun_command(nproc, argv), env=env, check=False).returncode
+    child = subprocess.Popen(torchrun_command(nproc, argv), env=env)
+    code = _wait_forwarding_stops(child)
     raise typer.Exit(code=code)
+
+
+def _wait_forwarding_stops(child: subprocess.Popen) -> int:
+    """Wait for torchrun; a SIGTERM or SIGINT meanwhile is passed on to it as SIGTERM, which it
+    forwards to the workers (they stop with a resume checkpoint), and this process then exits
+    with 128 + the signal it got. Without this, SIGTERM would end this process alone and leave
+    torchrun training, and Ctrl-C would make subprocess.run SIGKILL torchrun mid-save."""
+    got: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        # Once: after Ctrl-C torchrun (same process group) has its own SIGINT already, and the
+        # SIGTERM only repeats the request; the workers stop once either way.
+        if not got:
+            child.send_signal(signal.SIGTERM)
+        got.append(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return 128 + got[0] if got else code

@@ -19,11 +19,18 @@ that set torch threads also log `runtime.threads_effective` and `runtime.paralle
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import typer
 
 from imas import distributed
 from imas.config import SEMI_ONLY, TrainConfig
@@ -43,6 +50,72 @@ def store_root(start: Path | None = None) -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
+# Seconds to wait for a tracking server before the stage gives up; MLflow's own client retries
+# a refused connection for minutes (7 retries, exponential backoff) before it fails.
+PROBE_TIMEOUT = 5.0
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached; the message names the URI (credentials masked)."""
+
+
+def _shown(uri: str) -> str:
+    """The URI for messages, with any user:password@ part masked."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Fail fast, naming the URI, when an http(s) tracking server does not answer.
+
+    Any HTTP answer counts as reachable (an auth proxy's 401 too): MLflow then reports what it
+    finds. Other stores (sqlite, files) are local and need no probe.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    host = parts.netloc.rsplit("@", 1)[-1]  # credentials are not needed to see a server answer
+    probe = parts._replace(netloc=host, path=parts.path.rstrip("/") + "/health", query="")
+    try:
+        with urllib.request.urlopen(probe.geturl(), timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(
+            f"MLflow tracking server {_shown(uri)} (MLFLOW_TRACKING_URI) is unreachable: "
+            f"{reason}. Start it, or unset MLFLOW_TRACKING_URI to log to the local mlflow.db; "
+            "nothing was run"
+        ) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a stage's run: unwinds like Ctrl-C so the run is closed as KILLED."""
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` while the run is open, where it would otherwise end the
+    process on the spot and leave the run RUNNING. A handler someone else installed (the
+    training stages' stop flag) is left alone."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def raise_terminated(_signum: int, _frame: object) -> None:
+        raise Terminated("SIGTERM")
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _git_commit() -> str | None:
@@ -171,13 +244,21 @@ def stage_run(
     `param_overrides` replaces dotted params, so an ablation logs the switches it really ran.
     A training stage passes the `train_cfg` it trains with, logged as `effective.*`.
 
-    An exception inside the block marks the run FAILED (MLflow's own context manager), so a
-    crashed stage never stays "running". In a process group only rank 0 opens a run; the other
-    ranks get a tracker that logs nothing.
+    An exception inside the block marks the run FAILED (MLflow's own context manager), and
+    Ctrl-C, SIGTERM or a training stage's `Interrupted` (KeyboardInterrupts) mark it KILLED, so
+    a stage never stays "running". An unreachable tracking server fails here, in seconds and
+    naming the URI, before the stage does any work: "error: ..." and exit code 1. In a process
+    group only rank 0 opens a run (and probes the server); the other ranks get a tracker that
+    logs nothing.
     """
     if not distributed.is_main():
         yield NullTracker()
         return
+    try:
+        check_reachable(tracking_uri())
+    except TrackingError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
@@ -214,7 +295,10 @@ def stage_run(
     # Strings only: the sqlite store accepts an int tag, but a tracking server's REST client
     # fails on one before the request is even sent.
     str_tags = {k: str(v) for k, v in all_tags.items()}
-    with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=str_tags) as run:
+    with (
+        _sigterm_unwinds(),
+        mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=str_tags) as run,
+    ):
         flat = flatten(params.model_dump(mode="json"))
         flat.update(param_overrides or {})
         flat["method"] = method
@@ -225,6 +309,11 @@ def stage_run(
             flat["runtime.threads_effective"] = plan.threads
             flat["runtime.parallel_jobs"] = plan.jobs
         items = [(k, "null" if v is None else v) for k, v in flat.items()]
-        for i in range(0, len(items), _PARAM_BATCH):
-            mlflow.log_params(dict(items[i : i + _PARAM_BATCH]))
-        yield Tracker(mlflow, run.info.run_id)
+        try:
+            for i in range(0, len(items), _PARAM_BATCH):
+                mlflow.log_params(dict(items[i : i + _PARAM_BATCH]))
+            yield Tracker(mlflow, run.info.run_id)
+        except KeyboardInterrupt:
+            # Ended here, start_run's exit finds no active run and does not mark it FAILED.
+            mlflow.end_run(status="KILLED")
+            raise

@@ -31,6 +31,7 @@ from pipeline.common import (
 from pipeline.launch import relaunch_under_torchrun
 from pipeline.outputs import write_hardness, write_history, write_json
 from pipeline.params import Params
+from pipeline.stopping import training_stops
 from pipeline.tracking import Tracker, stage_run
 
 
@@ -175,7 +176,10 @@ def _train(
         scores = evaluate(m, val, n_cls, device, progress=progress, across_ranks=True, **tiles)
         return scores["miou"]
 
-    with stage_run(stage, params, cfg.method, param_overrides, train_cfg=cfg) as run:
+    with (
+        training_stops(stage, resume_file) as should_stop,
+        stage_run(stage, params, cfg.method, param_overrides, train_cfg=cfg) as run,
+    ):
         start = time.perf_counter()
         result = fit(
             model,
@@ -193,6 +197,7 @@ def _train(
             on_checkpoint=lambda state: save_resume(resume_file, identity, state),
             resume=resume,
             speed=_speed(params),
+            should_stop=should_stop,
         )
         seconds = time.perf_counter() - start
         last = result.history[-1]

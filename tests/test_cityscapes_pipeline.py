@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
-from test_cityscapes import TRAIN_A, TRAIN_B, VAL, archives  # noqa: F401  (fixture)
+from mlflow import MlflowClient
+from test_cityscapes import (  # noqa: F401  (fixtures: archives, site)
+    PASSWORD,
+    TRAIN_A,
+    TRAIN_B,
+    USER,
+    VAL,
+    archives,
+    site,
+)
 from tiny_params import tiny_real
 from typer.testing import CliRunner
 
@@ -91,6 +102,32 @@ def test_published_cityscapes_lists_become_ids(work: Path, monkeypatch: pytest.M
     assert (work / "data/split/unlabeled.txt").read_text() == TRAIN_A
 
 
+def test_published_list_with_unknown_id_fails_at_the_split(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert CliRunner().invoke(app, ["download", "--out", "data/cityscapes"]).exit_code == 0
+    ghost = "train/aachen/aachen_000099_000019"  # well-formed, but not in the dataset
+    root = work / "splits"
+    lists = {
+        "cityscapes/1/labeled.txt": [_image_line(ghost)],
+        "cityscapes/1/unlabeled.txt": [_image_line(TRAIN_A), _image_line(TRAIN_B)],
+        "cityscapes/val.txt": [_image_line(VAL)],
+    }
+    for rel, lines in lists.items():
+        text = "\n".join(lines)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        monkeypatch.setitem(published.SPLITS, rel, (len(lines), sha))
+    monkeypatch.setitem(published.FAMILIES, ("cityscapes", "classic"), (1,))
+    args = ["--set", "data.split.source=published", "--set", f"data.split.urls=[{root.as_uri()}]"]
+    result = CliRunner().invoke(app, ["split", "--data", "data/cityscapes", *args])
+    assert result.exit_code == 1
+    assert "1 labeled id(s) not in the dataset's train pool" in result.output
+    assert ghost in result.output
+    assert not (work / "data/split").exists()
+
+
 def test_missing_packages_without_account_say_which_variables(work: Path) -> None:
     for archive in (work / "downloads").iterdir():
         archive.unlink()
@@ -98,3 +135,57 @@ def test_missing_packages_without_account_say_which_variables(work: Path) -> Non
     assert result.exit_code == 1
     assert USERNAME_VAR in result.output and PASSWORD_VAR in result.output
     assert not (work / "data/cityscapes").exists()
+
+
+def _assert_secret_free(work: Path, *texts: str) -> None:
+    for text in texts:
+        assert USER not in text and PASSWORD not in text, text
+    for f in work.rglob("*"):  # outputs, the MLflow store and artifacts, the home folder
+        if f.is_file():
+            data = f.read_bytes()
+            assert USER.encode() not in data and PASSWORD.encode() not in data, f
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("imas-cityscapes")
+    for run in client.search_runs([exp.experiment_id]):
+        logged = [*run.data.params.items(), *run.data.tags.items()]
+        assert not [kv for kv in logged if USER in str(kv) or PASSWORD in str(kv)]
+
+
+def test_the_download_stage_never_shows_or_stores_the_credentials(
+    work: Path,
+    site,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for archive in (work / "downloads").iterdir():
+        archive.unlink()  # so the stage has to log in
+    monkeypatch.setenv(USERNAME_VAR, USER)
+    monkeypatch.setenv(PASSWORD_VAR, PASSWORD)
+    args = ["download", "--out", "data/cityscapes", "--set", "runtime.progress=true"]
+    result = CliRunner().invoke(app, args)  # progress on: the library may print what it likes
+    assert result.exit_code == 0, result.output
+    assert [entry[0] for entry in site.log].count("POST") == 1  # it did log in
+    assert (work / "data/cityscapes/classes.json").is_file()
+    out = capfd.readouterr()
+    _assert_secret_free(work, result.output, out.out, out.err, caplog.text)
+
+    # A transport error during the login quotes the form it was sending: the stage's message
+    # must not. The run is FAILED, and nothing is written.
+    for archive in (work / "downloads").iterdir():
+        archive.unlink()
+
+    def broken(_self, request, **kw):
+        if request.method == "GET":
+            return site.send(request, **kw)
+        raise requests.ConnectionError(f"reset while sending {request.body}")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", broken)
+    result = CliRunner().invoke(app, [*args[:2], "data/cityscapes2", *args[3:]])
+    assert result.exit_code == 1, result.output
+    assert "Cityscapes login failed: ConnectionError" in result.output
+    assert "username=***&password=***" in result.output
+    assert not (work / "data/cityscapes2").exists()
+    out = capfd.readouterr()
+    _assert_secret_free(work, result.output, out.out, out.err, caplog.text)

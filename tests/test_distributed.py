@@ -79,7 +79,7 @@ def test_train_stage_on_two_ranks_writes_once_and_evaluates_like_one_process(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     spawn(stage_worker, 2, str(workdir), str(tmp_path))
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     params = load_params(workdir / "params.yaml")
     iters = params.train.epochs * params.train.iters_per_epoch
 

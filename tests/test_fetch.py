@@ -173,7 +173,8 @@ def test_download_checksum_mismatch_removes_part(tmp_path, src) -> None:
 
 
 def _tar(path: Path, entries: list[tuple[str, str, bytes | str]], mode: str = "w") -> Path:
-    """entries: (kind, name, data): kind "file" (data bytes), "dir", "sym"/"hard" (data target)."""
+    """entries: (kind, name, data): kind "file" (data bytes), "dir", "sym"/"hard" (data target),
+    "chr"/"fifo" (special files)."""
     with tarfile.open(path, mode) as tar:
         for kind, name, data in entries:
             info = tarfile.TarInfo(name)
@@ -182,9 +183,8 @@ def _tar(path: Path, entries: list[tuple[str, str, bytes | str]], mode: str = "w
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
                 continue
-            info.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE}[
-                kind
-            ]
+            types = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE}
+            info.type = {**types, "chr": tarfile.CHRTYPE, "fifo": tarfile.FIFOTYPE}[kind]
             info.linkname = str(data)
             tar.addfile(info)
     return path
@@ -241,6 +241,13 @@ EVIL_TAR = {
     "symlink-abs": ("sym", "top/esc", "/etc"),
     "hardlink-out": ("hard", "top/hl", "../outside/secret"),
     "through-link": ("file", "top/link/c.txt", b"x"),
+    "dotdot-dir": ("dir", "top/../../evil_dir", b""),
+    "symlink-nested-out": ("sym", "top/sub/esc", "../../../outside"),
+    "hardlink-abs": ("hard", "top/hl", "/etc/passwd"),
+    "hardlink-through-link": ("hard", "top/link/hl", "top/a.txt"),
+    "symlink-over-link": ("sym", "top/link", "../../outside"),
+    "device": ("chr", "top/dev", ""),
+    "fifo": ("fifo", "top/pipe", ""),
 }
 
 
@@ -277,13 +284,21 @@ EVIL_ZIP = {
     "backslash": ("d\\..\\..\\evil.txt", b"x", False),
     "symlink-out": ("d/esc", b"../../outside", True),
     "symlink-abs": ("d/esc", b"/etc/passwd", True),
+    "dotdot-middle": ("d/x/../../../evil.txt", b"x", False),
+    "drive-backslash": ("C:\\evil.txt", b"x", False),
+    "symlink-nested-out": ("d/e/esc", b"../../../outside", True),
+    "symlink-backslash-out": ("d/esc", b"..\\..\\outside", True),
+    "through-symlink": ("d/l/c.txt", b"x", False),
 }
+# Zip has no hardlinks; its links are symlinks (unix mode bits in external_attr).
 
 
 @pytest.mark.parametrize("case", sorted(EVIL_ZIP))
 def test_safe_extract_zip_rejects_before_writing(tmp_path, case) -> None:
     name, data, link = EVIL_ZIP[case]
-    archive = _zip(tmp_path / "evil.zip", [("d/a.txt", b"alpha", False), (name, data, link)])
+    inside_link = ("d/l", b"a.txt", True)  # allowed by itself (see below); not to write through
+    entries = [("d/a.txt", b"alpha", False), inside_link, (name, data, link)]
+    archive = _zip(tmp_path / "evil.zip", entries)
     dest = tmp_path / "out"
     with pytest.raises(DataError) as e:
         safe_extract(archive, dest)

@@ -184,11 +184,7 @@ def _tar_members(archive: Path, tar: tarfile.TarFile, probe: Path) -> list[tarfi
         if why is None:
             # Nothing is on disk yet, so the filter's realpath cannot see links made by earlier
             # members; refusing to write through (or over) a link member closes that gap.
-            parts = PurePosixPath(_clean(m.name)).parts
-            for i in range(1, len(parts) + 1):
-                if "/".join(parts[:i]) in links:
-                    why = f"writes through the link member {'/'.join(parts[:i])!r}"
-                    break
+            why = _through_link(m.name, links)
         if why is None:
             try:
                 tarfile.data_filter(m, str(probe))
@@ -201,11 +197,22 @@ def _tar_members(archive: Path, tar: tarfile.TarFile, probe: Path) -> list[tarfi
     return members
 
 
+def _through_link(name: str, links: set[str]) -> str | None:
+    """Why a member named `name` is unsafe given the link members before it, or None."""
+    parts = PurePosixPath(_clean(name)).parts
+    for i in range(1, len(parts) + 1):
+        if "/".join(parts[:i]) in links:
+            return f"writes through the link member {'/'.join(parts[:i])!r}"
+    return None
+
+
 def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     infos = zf.infolist()
+    links: set[str] = set()
     for info in infos:
-        why = _bad_name(info.filename)
-        if why is None and stat.S_ISLNK(info.external_attr >> 16):
+        is_link = stat.S_ISLNK(info.external_attr >> 16)
+        why = _bad_name(info.filename) or _through_link(info.filename, links)
+        if why is None and is_link:
             # zipfile writes a link entry as a small file holding the target; still refuse one
             # that points outside, since another tool (or a later copy) may follow it.
             target = zf.read(info).decode("utf-8", "replace")
@@ -214,6 +221,8 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
                 why = f"is a symlink pointing outside the destination ({target!r})"
         if why is not None:
             raise DataError(f"{archive}: member {info.filename!r} {why}; nothing was extracted")
+        if is_link:
+            links.add(_clean(info.filename))
     return infos
 
 

@@ -55,6 +55,23 @@ VOC_LAYOUT = Layout("JPEGImages/{id}.jpg", "SegmentationClass/{id}.png")
 VOC_AUG_LAYOUT = Layout("JPEGImages/{id}.jpg", "SegmentationClassAug/{id}.png")
 
 
+def check_listed(root: Path | str, ids: Sequence[str], layout: Layout, with_masks: bool) -> None:
+    """Raise DataError naming the first listed id whose image (or mask) file is missing, and
+    how many listed ids lack files; a stat per file, so a split is checked before training."""
+    root = Path(root)
+    missing = [
+        (i, p)
+        for i in ids
+        for p in [layout.image_path(root, i)] + ([layout.mask_path(root, i)] if with_masks else [])
+        if not p.is_file()
+    ]
+    if missing:
+        i, p = missing[0]
+        ids_missing = len({j for j, _ in missing})
+        more = f" ({ids_missing} listed ids lack files)" if ids_missing > 1 else ""
+        raise DataError(f"{p}: listed id {i!r} has no file{more}")
+
+
 def voc_palette() -> list[int]:
     """The 256-entry VOC colour palette (flat RGB list), so index masks display like VOC's."""
     pal = []
@@ -132,11 +149,7 @@ class _VOCBase(Dataset):
         self.layout = layout
         self._store: dict[int, tuple[Tensor, Tensor | None]] = {}
         # Fail at construction, not after an hour of training, when a listed file is missing.
-        for i in self.ids:
-            paths = [self._image_path(i)] + ([self._mask_path(i)] if with_masks else [])
-            for p in paths:
-                if not p.is_file():
-                    raise DataError(f"{p}: listed id {i!r} has no file")
+        check_listed(self.root, self.ids, layout, with_masks)
 
     def _image_path(self, i: str) -> Path:
         return self.layout.image_path(self.root, i)

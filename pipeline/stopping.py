@@ -1,0 +1,77 @@
+"""How a training stage stops early: on SIGINT/SIGTERM with a resume checkpoint and exit code
+128 + signal (130, 143), on a NaN or Inf with an error naming the iteration. Either way no
+output is written, and the MLflow run is closed as KILLED or FAILED by `tracking.stage_run`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+from imas.checkpoint import NonFiniteError
+from imas.train import Interrupted
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def training_stops(stage: str, resume_file: Path) -> Iterator[Callable[[], bool]]:
+    """Yield `fit`'s `should_stop`: true once SIGINT or SIGTERM arrived.
+
+    The first signal only sets the flag, so `fit` stops at the next iteration with a resume
+    checkpoint; the handlers that were there before come back at once, so a second Ctrl-C
+    (KeyboardInterrupt) or SIGTERM (termination) stops the process without waiting. Not under
+    torchrun: there Ctrl-C reaches every process and torchrun then sends each its own SIGTERM,
+    which must not cut the save short (torchrun kills workers that take longer than 30 s).
+    `Interrupted` becomes exit code 128 + signal and `NonFiniteError` exit code 1, each with a
+    one-line message on stderr instead of a traceback.
+    """
+    received: list[int] = []
+    previous: dict[int, object] = {}
+
+    under_torchrun = "LOCAL_RANK" in os.environ
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if not under_torchrun:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    # Python lets only the main thread install handlers (an in-process caller may be another).
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            # None: a handler installed outside Python, which cannot be reinstalled from here.
+            old = signal.getsignal(sig)
+            previous[sig] = signal.SIG_DFL if old is None else old
+            signal.signal(sig, handler)
+    try:
+        yield lambda: bool(received)
+    except Interrupted as stop:
+        signum = received[0] if received else signal.SIGINT
+        kept = (
+            f"resume checkpoint {resume_file} written; rerun the stage to continue"
+            if resume_file.exists()
+            else "no iteration had run, so there is nothing to resume"
+        )
+        typer.echo(
+            f"{stage}: stopped by {signal.Signals(signum).name} at iteration {stop.step}; {kept}",
+            err=True,
+        )
+        raise typer.Exit(128 + signum) from None
+    except NonFiniteError as err:
+        kept = (
+            f"the last good resume checkpoint {resume_file} is kept"
+            if resume_file.exists()
+            else "no resume checkpoint exists (runtime.checkpoint_every: 0)"
+        )
+        typer.echo(f"error: {stage}: {err}; {kept}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
