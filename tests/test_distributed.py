@@ -13,6 +13,7 @@ import torch
 import yaml
 from ddp_worker import fit_worker, spawn, stage_worker
 from tiny_params import tiny
+from tiny_project import project_through
 from typer.testing import CliRunner
 
 from imas import distributed
@@ -55,14 +56,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for section in ("warmup", "train"):
         raw[section].update(batch_labeled=4, batch_unlabeled=4, epochs=2)
     raw["runtime"].update(checkpoint_every=1, threads=2)
-    (work / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
-        for stage in ("download", "split", "warmup"):
-            result = CliRunner().invoke(app, [stage], catch_exceptions=False)
-            assert result.exit_code == 0, result.output
-    return work
+    return project_through(work, raw)
 
 
 def mlflow_runs(work: Path, prefix: str) -> list:

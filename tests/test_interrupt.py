@@ -20,6 +20,7 @@ import yaml
 from mlflow import MlflowClient
 from test_train import assert_same_result, config, run_fit
 from tiny_params import tiny
+from tiny_project import project_through
 from typer.testing import CliRunner
 
 from imas.train import Interrupted
@@ -104,14 +105,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("interrupt")
     raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
     raw["train"].update(epochs=2, iters_per_epoch=ITERS)
-    (work / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
-        for stage in ("download", "split", "warmup"):
-            result = CliRunner().invoke(app, [stage], catch_exceptions=False)
-            assert result.exit_code == 0, result.output
-    return work
+    return project_through(work, raw)
 
 
 def outputs(name: str) -> list[str]:

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from tiny_params import tiny
+from tiny_project import project_through
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -30,14 +31,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
     raw["train"].update(epochs=2, iters_per_epoch=ITERS)
     raw["runtime"]["checkpoint_every"] = EVERY
-    (work / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
-        for stage in ("download", "split", "warmup"):
-            result = CliRunner().invoke(app, [stage], catch_exceptions=False)
-            assert result.exit_code == 0, result.output
-    return work
+    return project_through(work, raw)
 
 
 def train_cmd(name: str, *extra: str) -> list[str]:

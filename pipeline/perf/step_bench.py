@@ -48,6 +48,31 @@ def _timed(names: Iterable[str], seconds: list[float]) -> Iterator[None]:
             setattr(train_module, name, fn)
 
 
+def _train(
+    make_model: Callable[[], nn.Module],
+    batches: Callable[[], tuple[Iterable, Iterable]],
+    cfg: TrainConfig,
+    strong_ops: int,
+    steps: int,
+    seed: int = 0,
+    **kwargs: Any,
+) -> None:
+    """`steps` iterations of the real `fit` in one epoch, with an evaluation that costs nothing."""
+    labeled, unlabeled = batches()
+    torch.manual_seed(seed)
+    fit(
+        make_model(),
+        labeled,
+        unlabeled,
+        cfg.model_copy(update={"epochs": 1, "iters_per_epoch": steps, "eval_every": 1}),
+        strong_ops=strong_ops,
+        iters_per_epoch=steps,
+        evaluate_fn=lambda model: 0.0,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
+
+
 def step_times(
     make_model: Callable[[], nn.Module],
     batches: Callable[[], tuple[Iterable, Iterable]],
@@ -68,22 +93,8 @@ def step_times(
             stamps.append(time.perf_counter())
             counted.append(len(hardness_seconds))
 
-    labeled, unlabeled = batches()
-    torch.manual_seed(seed)
-    run_cfg = cfg.model_copy(update={"epochs": 1, "iters_per_epoch": steps + 1, "eval_every": 1})
     with _timed(_HARDNESS_FUNCTIONS, hardness_seconds):
-        fit(
-            make_model(),
-            labeled,
-            unlabeled,
-            run_cfg,
-            strong_ops=strong_ops,
-            iters_per_epoch=steps + 1,
-            evaluate_fn=lambda model: 0.0,
-            generator=torch.Generator().manual_seed(seed),
-            log=log,
-            log_every=1,
-        )
+        _train(make_model, batches, cfg, strong_ops, steps + 1, seed, log=log, log_every=1)
     # stamps[i] is taken at the end of step i (the log call): step i's time is the difference.
     durations = [b - a for a, b in zip(stamps[skip:-1], stamps[skip + 1 :], strict=True)]
     in_hardness = sum(hardness_seconds[counted[skip] : counted[-1]])
@@ -136,19 +147,8 @@ def profile_steps(
     rows: int = 15,
 ) -> str:
     """torch.profiler table (self CPU time) of `steps` iMAS steps."""
-    labeled, unlabeled = batches()
-    run_cfg = cfg.model_copy(update={"epochs": 1, "iters_per_epoch": steps, "eval_every": 1})
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fit(
-            make_model(),
-            labeled,
-            unlabeled,
-            run_cfg,
-            strong_ops=strong_ops,
-            iters_per_epoch=steps,
-            evaluate_fn=lambda model: 0.0,
-            generator=torch.Generator().manual_seed(0),
-        )
+        _train(make_model, batches, cfg, strong_ops, steps)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
