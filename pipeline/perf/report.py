@@ -77,7 +77,9 @@ def _steps(r: dict[str, Any]) -> list[str]:
         "| --- | ---: | ---: | ---: |",
     ]
     mt = m["mean_teacher"]["step_ms"]
-    for name, row in m.items():
+    order = ("supervised", "mean_teacher", "mean_teacher_drop_weak", "imas", "imas_drop_weak")
+    for name in sorted(m, key=lambda k: (order.index(k) if k in order else len(order), k)):
+        row = m[name]
         share = f"{100 * row['hardness_share']:.2f} %" if name.startswith("imas") else "—"
         lines.append(f"| {name} | {row['step_ms']} | {row['step_ms'] / mt:.2f} | {share} |")
     lines += [
