@@ -13,7 +13,7 @@ import torch
 import yaml
 from ddp_worker import fit_worker, spawn, stage_worker
 from tiny_params import tiny
-from tiny_project import project_through
+from tiny_project import build
 from typer.testing import CliRunner
 
 from imas import distributed
@@ -56,7 +56,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for section in ("warmup", "train"):
         raw[section].update(batch_labeled=4, batch_unlabeled=4, epochs=2)
     raw["runtime"].update(checkpoint_every=1, threads=2)
-    return project_through(work, raw)
+    return build(work, ["download", "split", "warmup"], raw)
 
 
 def mlflow_runs(work: Path, prefix: str) -> list:

@@ -20,7 +20,7 @@ import yaml
 from mlflow import MlflowClient
 from test_train import assert_same_result, config, run_fit
 from tiny_params import tiny
-from tiny_project import project_through
+from tiny_project import build
 from typer.testing import CliRunner
 
 from imas.train import Interrupted
@@ -105,7 +105,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("interrupt")
     raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
     raw["train"].update(epochs=2, iters_per_epoch=ITERS)
-    return project_through(work, raw)
+    return build(work, ["download", "split", "warmup"], raw)
 
 
 def outputs(name: str) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from tiny_params import tiny
-from tiny_project import project_through
+from tiny_project import build
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -31,7 +31,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
     raw["train"].update(epochs=2, iters_per_epoch=ITERS)
     raw["runtime"]["checkpoint_every"] = EVERY
-    return project_through(work, raw)
+    return build(work, ["download", "split", "warmup"], raw)
 
 
 def train_cmd(name: str, *extra: str) -> list[str]:
