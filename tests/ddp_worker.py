@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from test_train import Squares, config
 from torch import nn
 
 from imas import distributed
-from imas.config import AdaptiveConfig, SpeedConfig, TrainConfig
+from imas.config import SpeedConfig
 from imas.evaluate import evaluate
 from imas.train import FitResult, fit
 
@@ -45,34 +46,6 @@ def _torchrun_env(rank: int, world: int, port: int) -> None:
     )
 
 
-class Squares(torch.utils.data.Dataset):
-    """Uint8 images with a bright (class 1) or dark (class 2) square on grey; `augment` draws
-    from python's, numpy's and torch's global RNGs, as a real pipeline might."""
-
-    def __init__(self, n: int, labeled: bool, seed: int, augment: bool = False) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        self.images = torch.full((n, 3, 16, 16), 128, dtype=torch.uint8)
-        self.masks = torch.zeros(n, 16, 16, dtype=torch.long)
-        for i in range(n):
-            r, c = torch.randint(0, 8, (2,), generator=gen).tolist()
-            cls = 1 + i % 2
-            self.images[i, :, r : r + 8, c : c + 8] = 250 if cls == 1 else 5
-            self.masks[i, r : r + 8, c : c + 8] = cls
-        self.labeled, self.augment = labeled, augment
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        image, mask = self.images[i], self.masks[i]
-        if self.augment:
-            if torch.rand(()) < 0.5:
-                image, mask = image.flip(-1), mask.flip(-1)
-            shift = random.randint(-20, 20) + int(np.random.randint(-20, 20))
-            image = (image.int() + shift).clamp(0, 255).to(torch.uint8)
-        return (image, mask) if self.labeled else image
-
-
 class PixelNet(nn.Module):
     """Per-pixel classifier with a BatchNorm (its running stats differ per rank unless
     averaged); `.backbone` for fit's parameter groups."""
@@ -86,29 +59,8 @@ class PixelNet(nn.Module):
         return self.classifier(self.backbone(x))
 
 
-CFG = TrainConfig(
-    method="imas",
-    epochs=2,
-    iters_per_epoch=3,
-    batch_labeled=4,  # totals: 2 + 2 per rank
-    batch_unlabeled=4,
-    lr=0.05,
-    head_lr_mult=1.0,
-    weight_decay=1e-4,
-    momentum=0.9,
-    poly_power=0.9,
-    eval_every=1,
-    aux_weight=0.0,
-    ohem=None,
-    tau=0.5,
-    lambda_u=1.0,
-    ema_decay=0.99,
-    ignore_index0=True,
-    drop_weak_forward=False,
-    adaptive=AdaptiveConfig(
-        intensity=True, cutmix="adaptive", cutmix_prob=0.5, loss_weight=True, scaled_magnitude=False
-    ),
-)
+# totals 4 + 4 per optimizer step: 2 + 2 per rank
+CFG = config("imas").model_copy(update={"batch_labeled": 4, "lr": 0.05})
 
 
 def _loader(dataset: torch.utils.data.Dataset, seed: int, rank: int) -> torch.utils.data.DataLoader:

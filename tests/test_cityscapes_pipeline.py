@@ -23,7 +23,7 @@ from test_cityscapes import (  # noqa: F401  (fixtures: archives, site)
     site,
 )
 from tiny_params import tiny_real
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from imas.data import published
 from imas.data.cityscapes import PASSWORD_VAR, USERNAME_VAR
@@ -53,6 +53,22 @@ def work(tmp_path: Path, archives: list[Path], monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv(USERNAME_VAR, raising=False)
     monkeypatch.delenv(PASSWORD_VAR, raising=False)
     return tmp_path
+
+
+def _split_from_published(
+    root: Path, lists: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> Result:
+    """Serve `lists` as the published Cityscapes split (one label count) from `root`, with
+    their checksums registered, and run the split stage on them."""
+    for rel, lines in lists.items():
+        text = "\n".join(lines)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        monkeypatch.setitem(published.SPLITS, rel, (len(lines), sha))
+    monkeypatch.setitem(published.FAMILIES, ("cityscapes", "classic"), (1,))
+    args = ["--set", "data.split.source=published", "--set", f"data.split.urls=[{root.as_uri()}]"]
+    return CliRunner().invoke(app, ["split", "--data", "data/cityscapes", *args])
 
 
 def test_download_converts_and_lists_then_split_and_load(work: Path) -> None:
@@ -88,15 +104,7 @@ def test_published_cityscapes_lists_become_ids(work: Path, monkeypatch: pytest.M
         "cityscapes/1/unlabeled.txt": [_image_line(TRAIN_A)],
         "cityscapes/val.txt": [_image_line(VAL)],
     }
-    for rel, lines in lists.items():
-        text = "\n".join(lines)
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-        sha = hashlib.sha256(text.encode()).hexdigest()
-        monkeypatch.setitem(published.SPLITS, rel, (len(lines), sha))
-    monkeypatch.setitem(published.FAMILIES, ("cityscapes", "classic"), (1,))
-    args = ["--set", "data.split.source=published", "--set", f"data.split.urls=[{root.as_uri()}]"]
-    result = CliRunner().invoke(app, ["split", "--data", "data/cityscapes", *args])
+    result = _split_from_published(root, lists, monkeypatch)
     assert result.exit_code == 0, result.output
     assert (work / "data/split/labeled.txt").read_text() == TRAIN_B
     assert (work / "data/split/unlabeled.txt").read_text() == TRAIN_A
@@ -113,15 +121,7 @@ def test_published_list_with_unknown_id_fails_at_the_split(
         "cityscapes/1/unlabeled.txt": [_image_line(TRAIN_A), _image_line(TRAIN_B)],
         "cityscapes/val.txt": [_image_line(VAL)],
     }
-    for rel, lines in lists.items():
-        text = "\n".join(lines)
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-        sha = hashlib.sha256(text.encode()).hexdigest()
-        monkeypatch.setitem(published.SPLITS, rel, (len(lines), sha))
-    monkeypatch.setitem(published.FAMILIES, ("cityscapes", "classic"), (1,))
-    args = ["--set", "data.split.source=published", "--set", f"data.split.urls=[{root.as_uri()}]"]
-    result = CliRunner().invoke(app, ["split", "--data", "data/cityscapes", *args])
+    result = _split_from_published(root, lists, monkeypatch)
     assert result.exit_code == 1
     assert "1 labeled id(s) not in the dataset's train pool" in result.output
     assert ghost in result.output
