@@ -62,6 +62,14 @@ def prepare(
     its gradient forwards go through. `find_unused`: some parameters get no gradient (an
     auxiliary head without aux loss), which DDP must be told about."""
     if speed.channels_last:
+        if device.type != "cuda":
+            # Seen on this project's CI machine (torch 2.14.1, 1 thread): "corrupted size vs.
+            # prev_size" and an abort in the backward of a stride-2 1×1 convolution, the
+            # downsample of every ResNet block. A crash, or worse, wrong numbers: refuse.
+            raise ValueError(
+                "runtime.channels_last: true is a CUDA switch; on CPU torch's channels-last "
+                "backward of a strided 1x1 convolution corrupted memory here. Set it to false"
+            )
         student.to(memory_format=torch.channels_last)
     net = distributed.wrap(student, device, sync_bn=speed.sync_bn, find_unused=find_unused)
     ddp = net if net is not student else None
