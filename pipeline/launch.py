@@ -54,7 +54,10 @@ def relaunch_under_torchrun(nproc: int, command: str) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SOURCE_ROOT), env.get("PYTHONPATH")]))
     print(f"{command}: runtime.nproc={nproc}, rerunning under torchrun", file=sys.stderr)
-    child = subprocess.Popen(torchrun_command(nproc, argv), env=env)
+    # Its own session: a terminal's Ctrl-C reaches this process only, which passes on one
+    # SIGTERM. In the terminal's group torchrun got the SIGINT and then that SIGTERM, and a
+    # second signal inside its shutdown handler crashed it before the workers had saved.
+    child = subprocess.Popen(torchrun_command(nproc, argv), env=env, start_new_session=True)
     code = _wait_forwarding_stops(child)
     raise typer.Exit(code=code)
 
@@ -67,8 +70,8 @@ def _wait_forwarding_stops(child: subprocess.Popen) -> int:
     got: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        # Once: after Ctrl-C torchrun (same process group) has its own SIGINT already, and the
-        # SIGTERM only repeats the request; the workers stop once either way.
+        # Once: torchrun turns it into a SIGTERM to each worker; a repeat would interrupt its
+        # own shutdown.
         if not got:
             child.send_signal(signal.SIGTERM)
         got.append(signum)
