@@ -150,14 +150,13 @@ def _semi_step(
     u_w = normalize(u_w8)
     e, mean_e, gamma = None, math.nan, None
     with torch.no_grad():
-        if adaptive.uses_hardness:
-            student.eval()
-            p_s = F.softmax(student(u_w), dim=1)
-            student.train()
         p_t = F.softmax(teacher(u_w), dim=1)
         conf, pseudo = p_t.max(dim=1)
         t_ratio = confident_ratio(conf, cfg.tau)
         if adaptive.uses_hardness:
+            student.eval()
+            p_s = F.softmax(student(u_w), dim=1)
+            student.train()
             s_map, s_ratio = confidence_maps(p_s, cfg.tau)
             gamma = hardness_from_maps(
                 s_map, pseudo, s_ratio, t_ratio, p_t.shape[1], cfg.ignore_index0

@@ -27,8 +27,9 @@ def training_stops(stage: str, resume_file: Path) -> Iterator[Callable[[], bool]
     The first signal only sets the flag, so `fit` stops at the next iteration with a resume
     checkpoint; the handlers that were there before come back at once, so a second Ctrl-C
     (KeyboardInterrupt) or SIGTERM (termination) stops the process without waiting. Not under
-    torchrun: there Ctrl-C reaches every process and torchrun then sends each its own SIGTERM,
-    which must not cut the save short (torchrun kills workers that take longer than 30 s).
+    torchrun: a worker there may get the stop twice (a torchrun started by hand shares the
+    terminal's group, so Ctrl-C reaches the worker and torchrun adds its SIGTERM), and the
+    second must not cut the save short (torchrun kills workers that take longer than 30 s).
     `Interrupted` becomes exit code 128 + signal and `NonFiniteError` exit code 1, each with a
     one-line message on stderr instead of a traceback.
     """

@@ -6,13 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-_COMMANDS = {
-    "hardness": "imas perf hardness",
-    "augment": "imas perf augment",
-    "steps": "imas perf steps",
-    "repro": "imas perf repro",
-}
-
 
 def _load(folder: Path, name: str) -> dict[str, Any] | None:
     path = folder / f"{name}.json"
@@ -101,6 +94,7 @@ def _repro(r: dict[str, Any]) -> list[str]:
     ]
 
 
+# name: (title, renderer); each section's command is `imas perf <name>`.
 _SECTIONS = {
     "hardness": ("Hardness", _hardness),
     "augment": ("Strong augmentation", _augment),
@@ -122,9 +116,9 @@ def render(folder: Path) -> str:
         out += ["", f"## {title}", ""]
         result = _load(folder, name)
         if result is None:
-            out.append(f"Not measured yet: run `{_COMMANDS[name]}`.")
+            out.append(f"Not measured yet: run `imas perf {name}`.")
             continue
-        out += [f"Command: `{_COMMANDS[name]}`. Machine: {_machine(result['machine'])}.", ""]
+        out += [f"Command: `imas perf {name}`. Machine: {_machine(result['machine'])}.", ""]
         out += section(result)
     profile = folder / "profile.txt"
     if profile.is_file():
