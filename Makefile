@@ -22,13 +22,14 @@ setup: $(VENV)/.installed
 repro: setup
 	$(BIN)/dvc repro
 
-# A queued sweep (README, Sweeps): one experiment per label count, JOBS at a time; each stage's
-# torch threads follow from the number of running queue workers. Waits until all have run.
+# A queued sweep (README, Sweeps): one experiment per label count, JOBS at a time. IMAS_JOBS
+# tells each stage how many jobs share the cores (pipeline/threads.py); counting live queue
+# workers instead can miss one that has not registered yet. Waits until all have run.
 LABELED ?= 92,183
 JOBS ?= 2
 sweep: setup
 	$(BIN)/dvc exp run --queue -S labeled=$(LABELED)
-	$(BIN)/dvc exp run --run-all -j $(JOBS)
+	IMAS_JOBS=$(JOBS) $(BIN)/dvc exp run --run-all -j $(JOBS)
 
 # The SSL benchmark (benchmarks/ssl): about 70 minutes on 2 CPU cores, not part of `make repro`.
 benchmark: setup

@@ -8,8 +8,9 @@ reported 5–30×). So a stage's threads follow from how many jobs share the mac
 * `runtime.threads: N`: N when the stage runs alone, as always; among parallel jobs at most
   cores // jobs (at least 1), so the default 2 cannot oversubscribe a `-j 2` queue on 2 cores.
 
-`jobs` is `IMAS_JOBS` if set (for launchers DVC does not know about), else the number of running
-`dvc queue start -j N` workers of the project (see pipeline/dvc_context.py), else 1. Thread count
+`jobs` is `IMAS_JOBS` if set (`make sweep` sets it; queue workers pass it on to the stages),
+else the number of the project's `dvc queue start -j N` workers alive at stage start (see
+pipeline/dvc_context.py; a worker still starting is missed), else 1. Thread count
 changes the last digits of CPU results (reduction order), so MLflow records what a stage used:
 `runtime.threads_effective` and `runtime.parallel_jobs`.
 """

@@ -93,12 +93,32 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
         queue = ["dvc", "exp", "run", "--queue", "-S", f"labeled={labeled}", "train"]
         out = run(queue, project, env)
         assert out.count("Queued experiment") == len(LABELED), out
-        run(["dvc", "queue", "start", "-j", "2"], project, env)
+        # As `make sweep` does: the workers pass IMAS_JOBS on to every stage they run. Counting
+        # live workers at stage start saw 1 of 2 once on a loaded machine (the second had not
+        # registered yet), so the count only stands in when nobody says how many jobs run.
+        # Output to a file, not a pipe: the workers inherit it, and reading a pipe to its end
+        # would wait for them to exit.
+        with open(project.parent / "queue-start.log", "w+") as log:
+            started = subprocess.run(
+                ["dvc", "queue", "start", "-j", "2"],
+                cwd=project,
+                env={**env, "IMAS_JOBS": "2"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            log.seek(0)
+            assert started.returncode == 0, log.read()
+        workers_seen = 0
+        while True:  # until the workers have started and then all exited with the queue empty
+            alive = queue_workers(project)
+            workers_seen = max(workers_seen, alive)
+            if workers_seen and not alive:
+                break
+            assert time.monotonic() - start < TIMEOUT, f"queue still busy: {alive} workers"
+            time.sleep(1)
+        # The fallback reads DVC's own worker records: both workers were seen alive.
+        assert workers_seen == 2
         states = queue_states(project, env)
-        while any(s in {"Queued", "Running"} for s in states.values()):
-            assert time.monotonic() - start < TIMEOUT, f"queue still busy: {states}"
-            time.sleep(5)  # each `dvc queue status` takes CPU from the two jobs
-            states = queue_states(project, env)
         failed = [name for name, state in states.items() if state != "Success"]
         if failed:
             logs = [run(["dvc", "queue", "logs", name], project, env)[-4000:] for name in failed]
