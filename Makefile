@@ -74,8 +74,11 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 # The vega scripts too, so the offline plots page's browser test runs instead of skipping.
+# One test file per worker, a worker per core (TEST_WORKERS=0 runs them in this process): a
+# file's tests share module fixtures such as the end-to-end `dvc repro`, built once.
+TEST_WORKERS ?= auto
 test: lint plots-assets
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # CI: the committed default-pipeline report, and the SSL benchmark's and paper table's seed-0
 # warmup and tables, regenerate exactly.
