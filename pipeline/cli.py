@@ -1,50 +1,152 @@
-"""The `imas` command: one sub-command per DVC stage."""
+"""The `imas` command: one sub-command per DVC stage.
+
+A stage's module is imported only when that stage runs: importing all of them (torch,
+torchvision, pandas, matplotlib) took 4–7 s here before `imas --help` could print or `imas
+download` could start, and the download, split and report stages need no torch at all. The
+listing of `imas --help` uses the summaries below, which tests/test_cli.py keeps equal to each
+command's docstring.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any, NamedTuple
 
 # Before torch loads: with 2 cores, OpenMP spin-waiting threads slowed training a lot.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from pipeline import (
-    ablate,
-    benchmark,
-    download,
-    evaluate,
-    paper_table,
-    plot_assets,
-    presets,
-    report,
-    smoke,
-    split,
-    train,
-    warmup,
-)
-from pipeline.perf import cli as perf_cli
+
+class Entry(NamedTuple):
+    module: str
+    attribute: str  # a command function, or a Typer app for a group of commands
+    summary: str  # the first paragraph of its docstring, for the listing
+
+
+STAGES: dict[str, Entry] = {
+    "download": Entry(
+        "pipeline.download",
+        "command",
+        "Create the dataset root: ImageSets/Segmentation lists, classes.json, images and masks.",
+    ),
+    "split": Entry(
+        "pipeline.split", "command", "Write the labeled and unlabeled id lists of the train pool."
+    ),
+    "warmup": Entry(
+        "pipeline.warmup",
+        "command",
+        "Train the student on labeled images only, with the `warmup` section of params.",
+    ),
+    "train": Entry(
+        "pipeline.train",
+        "command",
+        "Teacher–student training with every adaptive part that params switch on.",
+    ),
+    "ablate": Entry(
+        "pipeline.ablate",
+        "command",
+        "Train with the `train` section overridden by `ablations.NAME`.",
+    ),
+    "evaluate": Entry(
+        "pipeline.evaluate",
+        "command",
+        "Evaluate SupOnly and iMAS (teacher and student; best and last epoch) on val.",
+    ),
+    "report": Entry(
+        "pipeline.report",
+        "command",
+        "Write results.md, metrics.json, results.csv and the figures from the metrics files.",
+    ),
+    "benchmark": Entry(
+        "pipeline.benchmark",
+        "command",
+        "Tabulate SupOnly, mean teacher and iMAS per label count over seeds, with iMAS's ē and "
+        "confident-ratio dynamics and (with --figure) their per-epoch curves.",
+    ),
+    "paper-table": Entry(
+        "pipeline.paper_table",
+        "command",
+        "Tabulate SupOnly, mean teacher, the ablations and iMAS per label count, with gains over "
+        "SupOnly and, for a `benchmark.published` preset, the paper's numbers beside ours.",
+    ),
+    "plots-assets": Entry(
+        "pipeline.plot_assets",
+        "command",
+        "Download vega, vega-lite and vega-embed (pinned, checksum-verified) for the offline plots "
+        "page: `dvc plots show --html-template pipeline/plots_page.html --out reports/plots`.",
+    ),
+    "preset": Entry(
+        "pipeline.presets",
+        "command",
+        "Switch params.yaml to a paper setting; `dvc exp run -S labeled=N` then picks the column.",
+    ),
+    "smoke": Entry(
+        "pipeline.smoke",
+        "command",
+        "One iMAS step and one evaluation at a preset's shape on this machine; time and memory.",
+    ),
+    "perf": Entry(
+        "pipeline.perf.cli",
+        "app",
+        "Performance benchmarks (reports/benchmarks.md): hardness, augmentation, step cost, "
+        "profile, end to end.",
+    ),
+}
+
+
+def command_for(name: str) -> click.Command:
+    """The click command of `name`, importing its module."""
+    entry = STAGES[name]
+    target: Any = getattr(importlib.import_module(entry.module), entry.attribute)
+    if isinstance(target, typer.Typer):
+        command = typer.main.get_command(target)
+        command.name = name
+        return command
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command(name)(target)
+    return typer.main.get_command(single)
+
+
+class LazyStages(TyperGroup):
+    """A group whose commands are imported when invoked, listed from their summaries."""
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(STAGES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in STAGES:
+            return None
+        if self._listing:  # `imas --help`: a stand-in carrying the summary is enough
+            return click.Command(cmd_name, help=STAGES[cmd_name].summary)
+        return command_for(cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
 
 app = typer.Typer(
-    help="iMAS semi-supervised segmentation: the stages of the DVC pipeline.",
+    cls=LazyStages,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("download")(download.command)
-app.command("split")(split.command)
-app.command("warmup")(warmup.command)
-app.command("train")(train.command)
-app.command("ablate")(ablate.command)
-app.command("evaluate")(evaluate.command)
-app.command("report")(report.command)
-app.command("benchmark")(benchmark.command)
-app.command("paper-table")(paper_table.command)
-app.command("plots-assets")(plot_assets.command)
-app.command("preset")(presets.command)
-app.command("smoke")(smoke.command)
-app.add_typer(perf_cli.app, name="perf")
+
+
+@app.callback()
+def main() -> None:
+    """iMAS semi-supervised segmentation: the stages of the DVC pipeline."""
+
 
 if __name__ == "__main__":
     app()

@@ -10,14 +10,8 @@ import torch
 from imas import distributed
 from imas.checkpoint import NonFiniteError, nonfinite_keys
 from imas.data.splits import read_list
-from imas.data.voc import (
-    VOC_AUG_LAYOUT,
-    VOC_LAYOUT,
-    LabeledDataset,
-    Layout,
-    UnlabeledDataset,
-    ValDataset,
-)
+from imas.data.voc import LabeledDataset, UnlabeledDataset, ValDataset
+from pipeline.datasets import layout_for
 from pipeline.outputs import atomic_path
 from pipeline.params import Params, RuntimeParams
 from pipeline.threads import apply_threads
@@ -147,15 +141,6 @@ def _loader(dataset, batch: int, shuffle: bool, seed: int, runtime: RuntimeParam
         generator=generator,
         persistent_workers=runtime.num_workers > 0,
     )
-
-
-def layout_for(dataset: str) -> Layout:
-    """Where a dataset's images and masks lie under its root (see pipeline/datasets.py)."""
-    if dataset == "cityscapes":
-        from imas.data.cityscapes import CITYSCAPES_LAYOUT
-
-        return CITYSCAPES_LAYOUT
-    return VOC_AUG_LAYOUT if dataset == "voc" else VOC_LAYOUT
 
 
 def _dataset_kwargs(params: Params) -> dict[str, Any]:

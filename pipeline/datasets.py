@@ -2,7 +2,7 @@
 
 Every dataset ends up as one root that the training stages read the same way:
 `ImageSets/Segmentation/{train,val}.txt` (VOC adds `train_aug.txt`, its unlabeled pool),
-`classes.json`, and the images and masks where `common.layout_for(dataset)` says. Real datasets are
+`classes.json`, and the images and masks where `layout_for(dataset)` says. Real datasets are
 built in a temporary sibling and renamed into place, so a failed download or conversion never
 leaves a half-built root for DVC to cache.
 """
@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from imas.data import DataError
+from imas.data.layout import VOC_AUG_LAYOUT, VOC_LAYOUT, Layout, check_listed
 from imas.data.splits import make_split, read_list, write_list
-from imas.data.voc import check_listed
-from pipeline.common import layout_for
 from pipeline.params import Params
 
 VOC_CLASSES = [
@@ -28,6 +27,15 @@ VOC_CLASSES = [
     "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 ]  # fmt: skip
+
+
+def layout_for(dataset: str) -> Layout:
+    """Where a dataset's images and masks lie under its root (see pipeline/datasets.py)."""
+    if dataset == "cityscapes":
+        from imas.data.cityscapes import CITYSCAPES_LAYOUT
+
+        return CITYSCAPES_LAYOUT
+    return VOC_AUG_LAYOUT if dataset == "voc" else VOC_LAYOUT
 
 
 def _build_atomically(out: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -32,7 +33,6 @@ from urllib.parse import urlsplit
 
 import typer
 
-from imas import distributed
 from imas.config import SEMI_ONLY, TrainConfig
 from pipeline.dvc_context import project_root
 from pipeline.params import Params, flatten
@@ -229,6 +229,16 @@ def _store_lock(own_store: bool) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _is_main() -> bool:
+    """Rank 0 or the only process. A stage that never imported torch.distributed runs no process
+    group (download, split, report), and importing torch only to learn that costs seconds."""
+    if "torch.distributed" not in sys.modules:
+        return True
+    from imas import distributed
+
+    return distributed.is_main()
+
+
 @contextmanager
 def stage_run(
     stage: str,
@@ -251,7 +261,7 @@ def stage_run(
     group only rank 0 opens a run (and probes the server); the other ranks get a tracker that
     logs nothing.
     """
-    if not distributed.is_main():
+    if not _is_main():
         yield NullTracker()
         return
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,43 @@ def invoke(work: Path, monkeypatch: pytest.MonkeyPatch, *args: str):
     monkeypatch.chdir(work)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_listing_summaries_are_the_commands_docstrings() -> None:
+    from pipeline.cli import STAGES as ENTRIES
+    from pipeline.cli import command_for
+
+    assert set(STAGES) <= set(ENTRIES)
+    for name, entry in ENTRIES.items():
+        help_text = command_for(name).help or ""
+        first_paragraph = " ".join(help_text.split("\n\n")[0].split())
+        assert entry.summary == first_paragraph, name
+
+
+def test_help_and_light_stages_do_not_import_torch() -> None:
+    """`imas --help` prints from the summaries, and the stages that need no torch import none:
+    a few seconds per command that each DVC run of the pipeline pays."""
+    probe = (
+        "import sys\n"
+        "from pipeline.cli import app\n"
+        "try:\n"
+        "    app(['--help'])\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code == 0, stop.code\n"
+        "import pipeline.download, pipeline.split, pipeline.report, pipeline.paper_table\n"
+        "import pipeline.benchmark, pipeline.plots\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert "split" in out.stdout and out.stdout.splitlines()[-1] == "[]", out.stdout[-2000:]
+
+
+def test_an_unknown_command_is_refused_by_name() -> None:
+    result = CliRunner().invoke(app, ["nosuch"])
+    assert result.exit_code == 2
+    assert "No such command 'nosuch'" in result.output
 
 
 def test_help_lists_every_stage() -> None:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from imas.data import DataError
 from imas.data.fetch import safe_extract
-from imas.data.voc import Layout, _open
+from imas.data.layout import Layout, open_decoded
 
 PACKAGES = ("gtFine_trainvaltest.zip", "leftImg8bit_trainvaltest.zip")
 CITYSCAPES_LAYOUT = Layout(
@@ -170,7 +170,7 @@ def _train_id_lut() -> np.ndarray:
 
 
 def _from_label_ids(path: Path, lut: np.ndarray) -> np.ndarray:
-    img = _open(path, "label image")
+    img = open_decoded(path, "label image")
     if img.mode not in ("L", "P"):
         raise DataError(f"{path}: label image must be single-channel 8-bit, got mode {img.mode}")
     return lut[np.asarray(img)]

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from imas.config import EmbeddedDataConfig
+from imas.data.layout import voc_palette
 from imas.data.splits import write_list
-from imas.data.voc import voc_palette
 
 # Only images shipped inside the scikit-image wheel (no pooch download); all verified offline
 # with skimage 0.26. The list is fixed: silently dropping one would change the dataset.

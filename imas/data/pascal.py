@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from imas.data import DataError
 from imas.data.fetch import download, safe_extract
+from imas.data.layout import voc_palette
 from imas.data.splits import read_list, write_list
-from imas.data.voc import voc_palette
 
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
 VOC_MD5 = "6cd6e144f989b92b3379bac3b3de84fd"

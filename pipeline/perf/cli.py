@@ -18,6 +18,7 @@ app = typer.Typer(
     help="Performance benchmarks (reports/benchmarks.md): hardness, augmentation, step cost, "
     "profile, end to end.",
     no_args_is_help=True,
+    add_completion=False,
 )
 
 PerfDir = Annotated[Path, typer.Option("--out-dir", help="where the JSON results go")]
