@@ -30,7 +30,7 @@ VOC_CLASSES = [
 
 
 def layout_for(dataset: str) -> Layout:
-    """Where a dataset's images and masks lie under its root (see pipeline/datasets.py)."""
+    """Where a dataset's images and masks lie under its root (see the module docstring)."""
     if dataset == "cityscapes":
         from imas.data.cityscapes import CITYSCAPES_LAYOUT
 

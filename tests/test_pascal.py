@@ -14,6 +14,7 @@ import scipy.sparse
 from PIL import Image
 
 from imas.data import DataError
+from imas.data.layout import voc_palette
 from imas.data.pascal import (
     SBD_SOURCE,
     VOC_SOURCE,
@@ -22,7 +23,7 @@ from imas.data.pascal import (
     read_sbd_mask,
     read_voc_mask,
 )
-from imas.data.voc import read_mask, voc_palette
+from imas.data.voc import read_mask
 
 H, W = 6, 8
 # VOC train / val; SBD train / val (SBD overlaps both VOC sets, as on the real data).

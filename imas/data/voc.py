@@ -20,14 +20,7 @@ from torch.utils.data import Dataset
 
 from imas.config import AugConfig
 from imas.data import DataError
-from imas.data.layout import (  # noqa: F401  (re-exported: the datasets' public names)
-    VOC_AUG_LAYOUT,
-    VOC_LAYOUT,
-    Layout,
-    check_listed,
-    open_decoded,
-    voc_palette,
-)
+from imas.data.layout import VOC_LAYOUT, Layout, check_listed, open_decoded
 from imas.data.transforms import IGNORE_INDEX, weak_transform
 
 
