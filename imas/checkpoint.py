@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import random
+import sys
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -40,6 +42,33 @@ def nonfinite_keys(obj: Any, prefix: str = "") -> list[str]:
     for key, value in items:
         found += nonfinite_keys(value, f"{prefix}.{key}" if prefix else str(key))
     return found
+
+
+def canonical(obj: Any) -> Any:
+    """A copy of a nested payload (dicts, lists, tuples) whose bytes under pickle depend on its
+    values only: every string interned, every container new, tensors and other leaves as they are.
+
+    pickle writes a second occurrence of the same object as a back-reference, so two equal
+    payloads built differently pickle differently: after a resume, the best snapshot's keys are
+    strings read from the resume file where an uninterrupted run has the interpreter's literals,
+    and the checkpoint's bytes (and its DVC hash) changed although every value was the same.
+    A state dict's `_metadata` (module versions) is kept, canonical too.
+    """
+    if type(obj) is str:
+        return sys.intern(obj)
+    if isinstance(obj, Mapping):
+        out: dict[Any, Any] = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for key, value in obj.items():
+            out[canonical(key)] = canonical(value)
+        metadata = getattr(obj, "_metadata", None)
+        if metadata is not None:
+            out._metadata = canonical(metadata)  # type: ignore[attr-defined]
+        return out
+    if type(obj) is list:
+        return [canonical(value) for value in obj]
+    if type(obj) is tuple:
+        return tuple(canonical(value) for value in obj)
+    return obj
 
 
 def check_finite_loss(stats: Mapping[str, float], step: int, epoch: int) -> None:

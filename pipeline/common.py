@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from imas import distributed
-from imas.checkpoint import NonFiniteError, nonfinite_keys
+from imas.checkpoint import NonFiniteError, canonical, nonfinite_keys
 from imas.data.splits import read_list
 from imas.data.voc import LabeledDataset, UnlabeledDataset, ValDataset
 from pipeline.datasets import layout_for
@@ -51,8 +51,10 @@ def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:
         )
     # Through a file object: given a path, torch.save names the archive's inner folder after the
     # (random) temp file, so equal weights gave different bytes and DVC hashes on every run.
+    # canonical: equal values give equal bytes, however the payload was built (a resumed run's
+    # best snapshot was read back from the resume file).
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        torch.save(payload, fh)
+        torch.save(canonical(payload), fh)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
