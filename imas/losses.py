@@ -50,16 +50,22 @@ def unsupervised_loss(
     confidence: Tensor,
     threshold: float,
     weights: Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
-    """ℓ = (1/B) Σ_i w_i · (1/HW) Σ_j 1[conf_ij ≥ τ] · CE(logits_ij, ŷ_ij).
+    """ℓ = (1/B) Σ_i w_i · (1/HW) Σ_j 1[conf_ij ≥ τ ∧ ŷ_ij ≠ 255] · CE(logits_ij, ŷ_ij).
 
     The per-image mean runs over all H·W pixels, masked ones counting as zero: dividing by the
-    kept pixels instead would be a deviation from the released code. Weights (easiness) and
-    targets carry no gradient. `weights=None` means every image weighs 1.
+    kept pixels instead would be a deviation from the released code. A pseudo-label of
+    `ignore_index` (padding, a user's own masking) is masked like an unconfident pixel, as in
+    the authors' `compute_unsupervised_loss_by_threshold`, which writes 255 into its target in
+    place; here the caller's tensors are never modified. Weights (easiness) and targets carry no
+    gradient. `weights=None` means every image weighs 1.
     """
-    ce = F.cross_entropy(student_logits, pseudo_labels.detach(), reduction="none")
-    keep = (confidence.detach() >= threshold).to(ce.dtype)
-    per_image = (ce * keep).flatten(1).mean(dim=1)
+    pseudo_labels = pseudo_labels.detach()
+    keep = (confidence.detach() >= threshold) & (pseudo_labels != ignore_index)
+    target = pseudo_labels.masked_fill(~keep, ignore_index)  # a new tensor
+    ce = F.cross_entropy(student_logits, target, ignore_index=ignore_index, reduction="none")
+    per_image = ce.flatten(1).mean(dim=1)
     if weights is not None:
         per_image = per_image * weights.detach().to(ce.dtype)
     return per_image.mean()

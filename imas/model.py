@@ -126,17 +126,18 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 
 def ema_decay(step: int, iters_per_epoch: int, cap: float) -> float:
-    """EMA decay after global iteration `step` (counted from 0), as SPEC §6 states it.
+    """EMA decay after global iteration `step` (counted from 0 at the start of training), the
+    authors' rule (SPEC §6).
 
     Epoch 0 (step < iters_per_epoch): 0, the teacher is a copy of the student. Afterwards
-    min(1 − 1/(t + 1), cap) with t = step − iters_per_epoch, counted from the start of epoch 1
-    (the U2PL-family rule 1 − 1/(i_iter − L·sup_only_epoch + 1) with one copy epoch), so the
-    teacher follows the student closely for the first iterations of epoch 1 and reaches the cap
-    after 1/(1 − cap) − 1 of them (249 for 0.996).
+    min(1 − 1/(step + 1), cap): the released `1 − 1/(i_iter − L·sup_only_epoch + 1)` with
+    `sup_only_epoch: 0` in every config, `i_iter` the global iteration. The first update of
+    epoch 1 therefore already uses min(1 − 1/(L + 1), cap), the cap itself once an epoch has
+    1/(1 − cap) − 1 iterations (249 for 0.996); there is no second ramp.
     """
     if step < iters_per_epoch:
         return 0.0
-    return min(1.0 - 1.0 / (step - iters_per_epoch + 1), cap)
+    return min(1.0 - 1.0 / (step + 1), cap)
 
 
 @torch.no_grad()

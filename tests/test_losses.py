@@ -52,6 +52,20 @@ def test_inputs_not_modified() -> None:
         assert torch.equal(a, b)
 
 
+def test_a_pseudo_label_of_255_is_masked_like_an_unconfident_pixel() -> None:
+    # The authors mask conf ≥ τ and ŷ ≠ 255: a confident 255 (padding, the user's own masking)
+    # adds nothing, yet still counts in the per-image mean over all H·W pixels.
+    logits = torch.zeros(1, 2, 1, 3, requires_grad=True)
+    labels = torch.tensor([[[0, 255, 1]]])
+    conf = torch.tensor([[[0.9, 0.9, 0.1]]])
+    before = labels.clone(), conf.clone()
+    loss = unsupervised_loss(logits, labels, conf, threshold=0.5)
+    assert loss.item() == pytest.approx(math.log(2) / 3)
+    loss.backward()
+    assert logits.grad is not None and logits.grad[0, :, 0, 1:].abs().sum() == 0
+    assert torch.equal(labels, before[0]) and torch.equal(conf, before[1])
+
+
 def test_supervised_ignores_255() -> None:
     logits = torch.zeros(1, 2, 1, 2)
     logits[0, 1, 0, 1] = 100.0  # a confident wrong prediction on an ignored pixel

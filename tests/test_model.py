@@ -195,13 +195,14 @@ def test_ema_decay_schedule() -> None:
     iters, cap = 10, 0.996
     assert ema_decay(0, iters, cap) == 0.0
     assert ema_decay(iters - 1, iters, cap) == 0.0
-    # t counts from the start of epoch 1: the first post-copy update is a copy again.
-    assert ema_decay(iters, iters, cap) == 0.0
-    assert ema_decay(iters + 1, iters, cap) == 0.5
-    assert ema_decay(iters + 2, iters, cap) == 1.0 - 1.0 / 3
-    assert ema_decay(iters + 248, iters, cap) == 1.0 - 1.0 / 249 < cap
-    assert ema_decay(iters + 249, iters, cap) == cap  # 1 − 1/250 = 0.996 exactly
+    # The authors' rule: from epoch 1 on, min(1 − 1/(i + 1), cap) with i the global iteration.
+    assert ema_decay(iters, iters, cap) == 1.0 - 1.0 / 11
+    assert ema_decay(iters + 1, iters, cap) == 1.0 - 1.0 / 12
+    assert ema_decay(248, iters, cap) == 1.0 - 1.0 / 249 < cap
+    assert ema_decay(249, iters, cap) == cap  # 1 − 1/250 = 0.996 exactly
     assert ema_decay(10_000, iters, cap) == cap
+    # An epoch of at least 249 iterations starts epoch 1 at the cap: no second ramp.
+    assert ema_decay(249, 249, cap) == cap and ema_decay(300, 300, cap) == cap
     values = [ema_decay(s, iters, cap) for s in range(iters, 1000)]
     assert values == sorted(values)
 

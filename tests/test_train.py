@@ -255,8 +255,35 @@ def test_fit_applies_the_ema_schedule_every_step(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(imas.train, "ema_update", spy)
     update = {"epochs": 3, "iters_per_epoch": 2, "ema_decay": 0.7}
     fit_pixelnet(config("imas", cutmix="off").model_copy(update=update))
-    # Epoch 0 copies; then min(1 − 1/(t + 1), cap) with t the global step (the released code).
-    assert decays == [0.0, 0.0, 0.0, 0.5, 1 - 1 / 3, 0.7]
+    # Epoch 0 copies; then min(1 − 1/(i + 1), cap) with i the global step (the released code).
+    assert decays == [0.0, 0.0, 1 - 1 / 3, 0.7, 0.7, 0.7]
+
+
+@pytest.mark.parametrize("iters", [2, 5])
+def test_the_first_update_of_epoch_1_blends_with_the_global_iteration_rule(iters: int) -> None:
+    # Resume states at every step give the models before and after each update: the teacher
+    # after step L (epoch 1's first) is d·teacher + (1 − d)·student with d = 1 − 1/(L + 1).
+    states: list[dict[str, Any]] = []
+    cfg = config("imas", cutmix="off").model_copy(
+        update={"epochs": 2, "iters_per_epoch": iters, "ema_decay": 0.99}
+    )
+    run_fit(cfg, checkpoint_every=1, on_checkpoint=lambda s: states.append(copy.deepcopy(s)))
+    by_step = {s["step"]: s for s in states}
+    before, after = by_step[iters], by_step[iters + 1]
+    d = min(1 - 1 / (iters + 1), 0.99)
+    assert d == pytest.approx({2: 2 / 3, 5: 5 / 6}[iters])  # below the cap
+    # Epoch 0 only copied: the teacher entering epoch 1 is the student.
+    for key, value in before["teacher"].items():
+        assert torch.equal(value, before["student"][key]), key
+    changed = 0
+    for key, teacher in after["teacher"].items():
+        if not teacher.is_floating_point():
+            assert torch.equal(teacher, after["student"][key]), key  # counters are copied
+            continue
+        expected = d * before["teacher"][key] + (1 - d) * after["student"][key]
+        torch.testing.assert_close(teacher, expected, rtol=0, atol=1e-6)
+        changed += not torch.equal(teacher, after["student"][key])
+    assert changed > 0  # a blend, not a copy of the student
 
 
 def test_strong_and_cutmix_views_are_made_from_the_loaders_weak_batch(
