@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from imas.config import AugConfig
 from imas.data import DataError
 from imas.data.layout import VOC_AUG_LAYOUT, VOC_LAYOUT, Layout, voc_palette
-from imas.data.transforms import denormalize, normalize, weak_transform
+from imas.data.transforms import denormalize, normalize, pad_fill, weak_transform
 from imas.data.voc import LabeledDataset, UnlabeledDataset, ValDataset, read_image, read_mask
 
 AUG = AugConfig(crop=24, scale=(0.5, 2.0), hflip=True, strong_ops=2)
@@ -122,7 +122,9 @@ def _check_alignment(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     zero = []
     for img, mask in pairs:
         assert (mask != 255).float().mean() > 0.2  # 20x30 at scale 0.5 fills 26% of 24x24
-        assert torch.all(img[:, mask == 255] == 0)  # padding: image 0 where mask is 255
+        # Padding: the mean colour where the mask is 255 (the coded images hold no such colour).
+        fill = torch.tensor(pad_fill(), dtype=torch.uint8).view(3, 1)
+        assert torch.all(img[:, mask == 255] == fill)
         zero.append(_agreement(img, mask))
     assert min(zero) > 0.9
     mean_zero = sum(zero) / len(zero)
@@ -151,7 +153,7 @@ def test_weak_transform_keeps_alignment() -> None:
     assert 0 < flips < 40  # hflip on: both orientations occur
 
 
-def test_weak_transform_pads_with_ignore() -> None:
+def test_weak_transform_pads_with_the_mean_colour_and_ignore() -> None:
     torch.manual_seed(1)
     aug = AugConfig(crop=32, scale=(1.0, 1.0), hflip=False, strong_ops=2)
     image, mask = _coded(20, 30)
@@ -159,8 +161,33 @@ def test_weak_transform_pads_with_ignore() -> None:
     out_i, out_m = weak_transform(img_t, torch.from_numpy(mask).long(), aug)
     assert out_m is not None
     assert torch.equal(out_m[:20, :30], torch.from_numpy(mask).long())
+    assert torch.equal(out_i[:, :20, :30], img_t)  # the crop of a 32-padded image is all of it
     assert torch.all(out_m[20:] == 255) and torch.all(out_m[:, 30:] == 255)
-    assert torch.all(out_i[:, 20:] == 0)
+    # The authors pad with ImageNet's mean × 255, truncated by np.uint8: (123, 116, 103).
+    for channel, value in enumerate((123, 116, 103)):
+        assert torch.all(out_i[channel, 20:] == value) and torch.all(
+            out_i[channel, :, 30:] == value
+        )
+    # Another normalisation mean pads with its own colour.
+    out_grey, no_mask = weak_transform(img_t, None, aug, mean=(0.5, 0.5, 0.5))
+    assert no_mask is None and torch.all(out_grey[:, 20:] == 127)
+    # Normalised, the padding is (almost) zero: it adds no signal to the network's input.
+    assert normalize(out_i)[:, 20:].abs().max() < 0.02
+
+
+def test_weak_transform_flips_before_padding() -> None:
+    # The authors flip, then pad bottom/right: padding never lands on the left, flipped or not.
+    aug = AugConfig(crop=32, scale=(1.0, 1.0), hflip=True, strong_ops=2)
+    image, mask = _coded(20, 30)
+    img_t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+    flipped = 0
+    for seed in range(16):
+        torch.manual_seed(seed)
+        out_i, out_m = weak_transform(img_t, torch.from_numpy(mask).long(), aug)
+        assert out_m is not None
+        assert torch.all(out_m[:, 30:] == 255) and torch.all(out_m[:20, :30] != 255)
+        flipped += torch.equal(out_i[:, :20, :30], img_t.flip(-1))
+    assert 0 < flipped < 16
 
 
 def test_labeled_dataset_seeded_and_collates(root) -> None:

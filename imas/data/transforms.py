@@ -24,17 +24,29 @@ def _uniform(lo: float, hi: float) -> float:
     return lo + (hi - lo) * torch.rand(()).item()
 
 
+def pad_fill(mean: tuple[float, float, float] = IMAGENET_MEAN) -> tuple[int, int, int]:
+    """The uint8 colour that padding takes: the normalisation mean × 255 per channel, truncated
+    as the authors' `Crop` does (cv2 pads a float image with mean·255, `np.uint8` truncates):
+    (123, 116, 103) for ImageNet's mean. Normalised, it is ≈ 0, so padding adds no signal."""
+    return (int(mean[0] * 255), int(mean[1] * 255), int(mean[2] * 255))
+
+
 def weak_transform(
-    image: Tensor, mask: Tensor | None, aug: AugConfig
+    image: Tensor,
+    mask: Tensor | None,
+    aug: AugConfig,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
 ) -> tuple[Tensor, Tensor | None]:
-    """Random rescale, pad to the crop size, random crop, optional horizontal flip.
+    """Random rescale, optional horizontal flip, pad to the crop size, random crop, in the
+    authors' order (SPEC §6).
 
     image: uint8 [3,H,W]; mask: int64 [H,W] or None (unlabeled images). Returns a uint8
     [3,c,c] image and an int64 [c,c] mask (or None), c = aug.crop. The image is resized
     bilinearly with antialiasing; the mask with NEAREST_EXACT, whose pixel-centre convention
     matches bilinear with align_corners=False (plain NEAREST drifts by up to a pixel, which
-    would misalign thin digit strokes). Padding is 0 for the image and 255 (ignored) for the
-    mask, added on the bottom/right as in the reference code.
+    would misalign thin digit strokes). Padding goes on the bottom/right, after the flip, as in
+    the reference code: the image takes the colour of the normalisation `mean` (`pad_fill`),
+    the mask 255 (ignored).
     """
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be uint8 [3,H,W], got {image.dtype} {tuple(image.shape)}")
@@ -53,9 +65,17 @@ def weak_transform(
             mask = F.resize(m8, [nh, nw], interpolation=InterpolationMode.NEAREST_EXACT)[0]
             mask = mask.to(torch.int64)
 
+    if aug.hflip and torch.rand(()).item() < 0.5:
+        image = image.flip(-1)
+        if mask is not None:
+            mask = mask.flip(-1)
+
     ph, pw = max(0, crop - nh), max(0, crop - nw)
     if ph or pw:
-        image = F.pad(image, [0, 0, pw, ph], fill=0)
+        padded = torch.empty(3, nh + ph, nw + pw, dtype=torch.uint8)
+        padded[:] = torch.tensor(pad_fill(mean), dtype=torch.uint8).view(3, 1, 1)
+        padded[:, :nh, :nw] = image
+        image = padded
         if mask is not None:
             mask = torch.nn.functional.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
         nh, nw = nh + ph, nw + pw
@@ -65,11 +85,6 @@ def weak_transform(
     image = image[:, top : top + crop, left : left + crop]
     if mask is not None:
         mask = mask[top : top + crop, left : left + crop]
-
-    if aug.hflip and torch.rand(()).item() < 0.5:
-        image = image.flip(-1)
-        if mask is not None:
-            mask = mask.flip(-1)
     # Slices are views into a possibly cached full image; copy so callers may write in place.
     return image.contiguous().clone(), None if mask is None else mask.contiguous().clone()
 
