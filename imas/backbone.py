@@ -19,10 +19,12 @@ TINY_BLOCKS: tuple[int, int, int, int] = (1, 1, 1, 1)
 DILATE: dict[int, tuple[bool, bool, bool]] = {16: (False, False, True), 8: (False, True, True)}
 
 
-def conv_bn_relu(cin: int, cout: int, k: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
+def conv_bn_relu(
+    cin: int, cout: int, k: int, dilation: int = 1, stride: int = 1, bias: bool = False
+) -> nn.Sequential:
     pad = dilation * (k // 2)
     return nn.Sequential(
-        nn.Conv2d(cin, cout, k, stride, pad, dilation, bias=False),
+        nn.Conv2d(cin, cout, k, stride, pad, dilation, bias=bias),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )

@@ -1,8 +1,8 @@
 """DeepLabV3+ segmentation model, optimiser parameter groups and the EMA teacher (SPEC §6, §7).
 
 The decoder follows the authors' released `dec_deeplabv3_plus` (U2PL lineage): ASPP branches are
-concatenated, projected by a 1×1 conv, upsampled to the stride-4 low-level feature, fused by two
-3×3 convs and classified by a 1×1 conv. Like the authors' code it has no dropout (their
+concatenated, projected by a 1×1 conv, upsampled to the stride-4 low-level feature (projected by
+a 1×1 conv with bias, BN and ReLU), fused by two 3×3 convs and classified by a 1×1 conv. Like the authors' code it has no dropout (their
 `Dropout2d(0.1)` lines are commented out), which also keeps a training forward free of hidden
 randomness. The ResNets take the paper's deep stem or torchvision's 7×7 stem (a deviation the
 tracking tags), optional multi-grid in layer4 and an optional auxiliary head on layer3.
@@ -59,7 +59,11 @@ class DeepLabV3Plus(nn.Module):
             )
         c = cfg.aspp_channels
         self.aspp = ASPP(self.backbone.high_channels, c, cfg.aspp_rates)
-        self.low_conv = conv_bn_relu(self.backbone.low_channels, cfg.low_level_channels, 1)
+        # With a bias, as the authors' `nn.Conv2d(256, 48, 1)` has (PyTorch's default there):
+        # redundant before a BN, but it is in their parameter count and weight decay.
+        self.low_conv = conv_bn_relu(
+            self.backbone.low_channels, cfg.low_level_channels, 1, bias=True
+        )
         self.fuse = nn.Sequential(
             conv_bn_relu(c + cfg.low_level_channels, c, 3), conv_bn_relu(c, c, 3)
         )

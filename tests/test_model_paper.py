@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # change must update them on purpose. Dilation and multi-grid add no parameters.
 R101_DEEP_BACKBONE = 42_623_936
 R50_DEEP_BACKBONE = 23_631_808
-R101_VOC_PARAMS = 59_468_085  # 21 classes, no aux head
-R50_CITYSCAPES_PARAMS = 42_840_134  # 19 classes, aux head on layer3
+# The authors' model built from their code (ZhenZHAO/iMAS @96e57e0) has these totals.
+R101_VOC_PARAMS = 59_468_133  # 21 classes, no aux head
+R50_VOC_PARAMS = 40_476_005  # 21 classes, no aux head
+R50_CITYSCAPES_PARAMS = 42_840_182  # 19 classes, aux head on layer3
 AUX_1024_19 = 2_364_691  # conv3×3 1024→256, BN, 1×1 256→19
 
 
@@ -59,10 +61,11 @@ def n_params(m: nn.Module) -> int:
 
 def head_params(num_classes: int, high: int = 2048, low: int = 256) -> int:
     """ASPP (pool, 1×1, three 3×3; projection) + low 1×1 48 + two 3×3 fuse convs + classifier,
-    every conv bias-free and followed by a BN (2·256 parameters), as the decoder is written."""
+    each conv followed by a BN (2·channels parameters), as the authors' decoder is written: bias
+    only on the low-level 1×1 (`nn.Conv2d(256, 48, 1)`, PyTorch's default) and the classifier."""
     c, bn = 256, 512
     aspp = 2 * (high * c + bn) + 3 * (9 * high * c + bn) + (5 * c * c + bn)
-    decoder = (low * 48 + 96) + (9 * (c + 48) * c + bn) + (9 * c * c + bn)
+    decoder = (low * 48 + 48 + 96) + (9 * (c + 48) * c + bn) + (9 * c * c + bn)
     return aspp + decoder + c * num_classes + num_classes
 
 
@@ -171,6 +174,8 @@ def test_exact_parameter_counts() -> None:
     assert n_params(r101.backbone) == R101_DEEP_BACKBONE
     assert deep_backbone_from_torchvision(resnet.resnet101) == R101_DEEP_BACKBONE
     assert n_params(r101) == R101_VOC_PARAMS == R101_DEEP_BACKBONE + head_params(21)
+    r50_voc = build_model(paper_cfg("resnet50", 16, 21))
+    assert n_params(r50_voc) == R50_VOC_PARAMS == R50_DEEP_BACKBONE + head_params(21)
 
     for os_ in (16, 8):
         r50 = build_model(paper_cfg("resnet50", os_, 19, aux_head=True))
