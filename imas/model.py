@@ -2,10 +2,11 @@
 
 The decoder follows the authors' released `dec_deeplabv3_plus` (U2PL lineage): ASPP branches are
 concatenated, projected by a 1×1 conv, upsampled to the stride-4 low-level feature (projected by
-a 1×1 conv with bias, BN and ReLU), fused by two 3×3 convs and classified by a 1×1 conv. Like the authors' code it has no dropout (their
-`Dropout2d(0.1)` lines are commented out), which also keeps a training forward free of hidden
-randomness. The ResNets take the paper's deep stem or torchvision's 7×7 stem (a deviation the
-tracking tags), optional multi-grid in layer4 and an optional auxiliary head on layer3.
+a 1×1 conv with bias, BN and ReLU), fused by two 3×3 convs and classified by a 1×1 conv. Like
+the authors' code it has no dropout (their `Dropout2d(0.1)` lines are commented out), which also
+keeps a training forward free of hidden randomness. The ResNets take the paper's deep stem or
+torchvision's 7×7 stem (a deviation the tracking tags), optional multi-grid in layer4 and an
+optional auxiliary head on layer3.
 """
 
 from __future__ import annotations
