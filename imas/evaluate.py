@@ -49,8 +49,24 @@ def iou(confusion: Tensor) -> tuple[Tensor, float]:
     return per_class, miou
 
 
+Tiling = Literal["clip", "shift"]
+
+
+def clipped_windows(length: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """(start, stop) of each window along one axis, the authors' `validate_citys` tiling:
+    windows start at 0, stride, 2·stride, … while inside the image, and one that crosses the
+    border is cut there (edge windows are shorter; an image shorter than the window is one
+    window). 1024 rows, 769 / 512: (0, 769), (512, 1024)."""
+    if not 1 <= stride <= window:
+        raise ValueError(f"need 1 <= stride ({stride}) <= window ({window})")
+    if length < 1:
+        raise ValueError(f"need a length >= 1, got {length}")
+    return [(start, min(start + window, length)) for start in range(0, length, stride)]
+
+
 def window_starts(length: int, window: int, stride: int) -> list[int]:
-    """First index of each window along one axis of `length >= window` pixels.
+    """First index of each full window along one axis of `length >= window` pixels (the
+    `shift` tiling, as mmsegmentation's slide inference).
 
     Windows start every `stride` pixels; the last one is moved back to end at the border, so all
     windows are `window` long and together cover every pixel (as long as stride <= window).
@@ -59,6 +75,24 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
         raise ValueError(f"need 1 <= stride ({stride}) <= window ({window}) <= length ({length})")
     count = -(-(length - window) // stride) + 1  # ceil((length - window) / stride) + 1
     return [min(i * stride, length - window) for i in range(count)]
+
+
+def tile_boxes(
+    height: int, width: int, window: int, stride: int, tiling: Tiling
+) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right) of every tile of a `height × width` map, row by row.
+
+    clip: `clipped_windows` on each axis (the authors'); shift: full `window × window` tiles
+    (`window_starts`), the map being at least `window` on each side (`sliding_probabilities`
+    pads it first)."""
+    if tiling == "clip":
+        rows, cols = clipped_windows(height, window, stride), clipped_windows(width, window, stride)
+    elif tiling == "shift":
+        rows = [(y, y + window) for y in window_starts(height, window, stride)]
+        cols = [(x, x + window) for x in window_starts(width, window, stride)]
+    else:
+        raise ValueError(f"tiling must be 'clip' or 'shift', got {tiling!r}")
+    return [(y0, y1, x0, x1) for y0, y1 in rows for x0, x1 in cols]
 
 
 def _pad_to_window(x: Tensor, window: int) -> tuple[Tensor, int, int]:
@@ -74,37 +108,45 @@ def _pad_to_window(x: Tensor, window: int) -> tuple[Tensor, int, int]:
 
 @torch.no_grad()
 def sliding_probabilities(
-    model: nn.Module, images_uint8: Tensor, num_classes: int | None, window: int, stride: int
+    model: nn.Module,
+    images_uint8: Tensor,
+    num_classes: int | None,
+    window: int,
+    stride: int,
+    tiling: Tiling = "clip",
 ) -> Tensor:
-    """Softmax probabilities `[B, C, H, W]` of uint8 images, summed over overlapping windows.
+    """Softmax probabilities `[B, C, H, W]` of uint8 images, summed over overlapping tiles.
 
-    The batch is normalised, zero-padded (after normalisation, i.e. with the mean colour) to at
-    least `window` on each side, split evenly around the image, and cut into `window x window`
-    tiles every `stride` pixels, the last tile of each row and column aligned to the border (see
-    `window_starts`). Each tile's softmax is added into the map, which is then cropped back to
-    the image. The sum is not divided by the per-pixel tile count: that does not change the
-    argmax, and the division's rounding could only create ties. `num_classes` is checked
-    against the model's output; None takes the model's. Model in eval mode.
+    clip (the authors' `validate_citys`): tiles of at most `window × window` start every
+    `stride` pixels and are cut at the image border, so edge tiles are smaller and nothing is
+    padded. shift: the normalised batch is zero-padded (after normalisation, i.e. with the mean
+    colour) to at least `window` on each side, split evenly around the image, every tile is a
+    full `window × window`, the last of each row and column aligned to the border; the map is
+    cropped back to the image. Each tile's softmax is added into the map. The sum is not divided
+    by the per-pixel tile count (the authors do not either): that does not change the argmax,
+    and the division's rounding could only create ties. `num_classes` is checked against the
+    model's output; None takes the model's. Model in eval mode.
     """
     was_training = model.training
     model.eval()
-    x, top, left = _pad_to_window(normalize(images_uint8), window)
+    x, top, left = normalize(images_uint8), 0, 0
+    if tiling == "shift":
+        x, top, left = _pad_to_window(x, window)
     b, _, h, w = x.shape
     total: Tensor | None = None
-    for y0 in window_starts(h, window, stride):
-        for x0 in window_starts(w, window, stride):
-            logits = model(x[:, :, y0 : y0 + window, x0 : x0 + window])
-            classes = num_classes if num_classes is not None else logits.shape[1]
-            if logits.shape != (b, classes, window, window):
-                raise ValueError(
-                    f"model returned {tuple(logits.shape)} for a {window}x{window} tile, "
-                    f"expected {(b, classes, window, window)}"
-                )
-            if total is None:
-                total = torch.zeros(b, classes, h, w, dtype=logits.dtype, device=logits.device)
-            total[:, :, y0 : y0 + window, x0 : x0 + window] += logits.softmax(dim=1)
+    for y0, y1, x0, x1 in tile_boxes(h, w, window, stride, tiling):
+        logits = model(x[:, :, y0:y1, x0:x1])
+        classes = num_classes if num_classes is not None else logits.shape[1]
+        if logits.shape != (b, classes, y1 - y0, x1 - x0):
+            raise ValueError(
+                f"model returned {tuple(logits.shape)} for a {y1 - y0}x{x1 - x0} tile, "
+                f"expected {(b, classes, y1 - y0, x1 - x0)}"
+            )
+        if total is None:
+            total = torch.zeros(b, classes, h, w, dtype=logits.dtype, device=logits.device)
+        total[:, :, y0:y1, x0:x1] += logits.softmax(dim=1)
     model.train(was_training)
-    assert total is not None  # window_starts always yields at least one window
+    assert total is not None  # every tiling yields at least one tile
     height, width = images_uint8.shape[-2:]
     return total[:, :, top : top + height, left : left + width]
 
@@ -116,16 +158,18 @@ def predict(
     mode: Literal["whole", "sliding"] = "whole",
     window: int | None = None,
     stride: int | None = None,
+    tiling: Tiling = "clip",
 ) -> Tensor:
     """Argmax labels `[B, H, W]` of a batch of uint8 images, model in eval mode.
 
     whole: one forward pass over the full image; sliding: the argmax of
-    `sliding_probabilities` with `window` and `stride`.
+    `sliding_probabilities` with `window`, `stride` and `tiling`.
     """
     _check_mode(mode, window, stride)
     if mode == "sliding":
         assert window is not None and stride is not None
-        return sliding_probabilities(model, images_uint8, None, window, stride).argmax(dim=1)
+        probs = sliding_probabilities(model, images_uint8, None, window, stride, tiling)
+        return probs.argmax(dim=1)
     was_training = model.training
     model.eval()
     labels = model(normalize(images_uint8)).argmax(dim=1)
@@ -162,10 +206,11 @@ def evaluate(
     mode: Literal["whole", "sliding"] = "whole",
     window: int | None = None,
     stride: int | None = None,
+    tiling: Tiling = "clip",
     across_ranks: bool = False,
 ) -> dict:
     """Accumulate one confusion matrix over the loader: whole-image prediction, or `window`
-    tiles every `stride` pixels with summed softmax (`sliding_probabilities`).
+    tiles every `stride` pixels with summed softmax (`sliding_probabilities`, `tiling`).
 
     `across_ranks`: each rank of a process group holds its own shard of the images (every
     image on exactly one rank); the confusion matrices are summed, so every rank returns the
@@ -176,7 +221,7 @@ def evaluate(
     # leave=False: during training the bar of the fit loop stays the only lasting line.
     for batch in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         images, masks = batch[0].to(device), batch[1].to(device)
-        labels = predict(model, images, mode, window, stride)
+        labels = predict(model, images, mode, window, stride, tiling)
         total += confusion_matrix(labels, masks, num_classes, ignore_index)
     if across_ranks:
         distributed.all_reduce_sum(total)

@@ -49,7 +49,7 @@ def command(
     }
     class_names = json.loads((data / "classes.json").read_text())
     ev = params.evaluate
-    tiles = {"mode": ev.mode, "window": ev.window, "stride": ev.stride}
+    tiles = ev.tiles()
     with stage_run("evaluate", params, params.train.method) as run:
         results: dict = {"class_names": class_names}
         nets = {}

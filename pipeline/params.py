@@ -88,18 +88,22 @@ class EvaluateParams(Section):
     )
     window: int | None = Field(ge=8, description="tile side in pixels (sliding), else null")
     stride: int | None = Field(ge=1, description="tile step in pixels (sliding), else null")
+    tiling: Literal["clip", "shift"] | None = Field(
+        description="sliding: clip (the authors': tiles cut at the image border) or shift (full "
+        "tiles, the last moved inside the image); whole: null"
+    )
 
     @model_validator(mode="after")
     def _window(self) -> EvaluateParams:
         if self.mode == "whole":
-            for name in ("window", "stride"):
+            for name in ("window", "stride", "tiling"):
                 if getattr(self, name) is not None:
                     raise ValueError(
                         f"evaluate.{name}={getattr(self, name)} but evaluate.mode='whole' "
                         f"takes no {name}; set it to null"
                     )
             return self
-        for name in ("window", "stride"):
+        for name in ("window", "stride", "tiling"):
             if getattr(self, name) is None:
                 raise ValueError(f"evaluate.mode='sliding' needs evaluate.{name}, got null")
         assert self.window is not None and self.stride is not None
@@ -109,6 +113,17 @@ class EvaluateParams(Section):
                 "would leave gaps"
             )
         return self
+
+    def tiles(self) -> dict[str, Any]:
+        """The keyword arguments `imas.evaluate.evaluate` takes for this section's mode."""
+        if self.mode == "whole":
+            return {"mode": "whole"}
+        return {
+            "mode": "sliding",
+            "window": self.window,
+            "stride": self.stride,
+            "tiling": self.tiling,
+        }
 
 
 class RuntimeParams(Section):

@@ -56,7 +56,7 @@ def smoke(params: Params, batch: int, eval_size: tuple[int, int], seed: int = 0)
 
     def timed_eval(m: torch.nn.Module) -> float:
         start = time.perf_counter()
-        out = evaluate(m, val, n_cls, mode=ev.mode, window=ev.window, stride=ev.stride)["miou"]
+        out = evaluate(m, val, n_cls, **ev.tiles())["miou"]
         eval_seconds.append(time.perf_counter() - start)
         return out
 

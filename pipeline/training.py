@@ -172,7 +172,7 @@ def _train(
 
     def val_miou(m: torch.nn.Module) -> float:
         ev = params.evaluate
-        tiles = {"mode": ev.mode, "window": ev.window, "stride": ev.stride}
+        tiles = ev.tiles()
         scores = evaluate(m, val, n_cls, device, progress=progress, across_ranks=True, **tiles)
         return scores["miou"]
 

@@ -14,11 +14,13 @@ from torch import Tensor, nn
 from imas.config import ModelConfig
 from imas.data.transforms import normalize
 from imas.evaluate import (
+    clipped_windows,
     confusion_matrix,
     evaluate,
     iou,
     predict,
     sliding_probabilities,
+    tile_boxes,
     window_starts,
 )
 from imas.model import build_model
@@ -170,6 +172,60 @@ def outer(rows: list[float], cols: list[float]) -> Tensor:
     return torch.tensor(rows, dtype=torch.float32)[:, None] * torch.tensor(cols)[None, :]
 
 
+def authors_tiles(h: int, w: int, crop: int) -> list[tuple[int, int, int, int]]:
+    """The loops of the authors' validate_citys, written out: windows every int(crop·2/3)
+    pixels, each cut at the border."""
+    boxes, row = [], 0
+    while row < h:
+        col = 0
+        while col < w:
+            boxes.append((row, min(h, row + crop), col, min(w, col + crop)))
+            col += int(crop * 2 / 3)
+        row += int(crop * 2 / 3)
+    return boxes
+
+
+def test_clipped_tiles_of_a_cityscapes_image_are_the_authors() -> None:
+    rows = [(0, 769), (512, 1024)]
+    cols = [(0, 769), (512, 1281), (1024, 1793), (1536, 2048)]
+    want = [(y0, y1, x0, x1) for y0, y1 in rows for x0, x1 in cols]
+    assert clipped_windows(1024, 769, 512) == rows and clipped_windows(2048, 769, 512) == cols
+    assert tile_boxes(1024, 2048, 769, 512, "clip") == want == authors_tiles(1024, 2048, 769)
+    sizes = {(y1 - y0, x1 - x0) for y0, y1, x0, x1 in want}
+    assert sizes == {(769, 769), (769, 512), (512, 769), (512, 512)}  # edge tiles are smaller
+    # The other tiling moves full windows inside the image instead.
+    shifted = tile_boxes(1024, 2048, 769, 512, "shift")
+    assert {(y1 - y0, x1 - x0) for y0, y1, x0, x1 in shifted} == {(769, 769)}
+    assert [b[0] for b in shifted[::4]] == [0, 255]
+    # Smaller images and other strides as the authors' loops give them.
+    for h, w, crop in ((10, 13, 6), (5, 3, 6), (300, 700, 100)):
+        stride = int(crop * 2 / 3)
+        assert tile_boxes(h, w, crop, stride, "clip") == authors_tiles(h, w, crop)
+    with pytest.raises(ValueError, match="tiling must be"):
+        tile_boxes(10, 10, 6, 4, "pad")  # type: ignore[arg-type]
+
+
+def test_clip_tiling_sums_each_tile_once_without_padding() -> None:
+    # rows: [0, 6), [4, 10), [8, 10); columns: [0, 6), [4, 10), [8, 13), [12, 13)
+    rows = [1, 1, 1, 1, 2, 2, 1, 1, 2, 2]
+    cols = [1, 1, 1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 2]
+    img = images(2, 10, 13)
+    model = RowBand()
+    got = sliding_probabilities(Constant(), img, 1, window=6, stride=4, tiling="clip")
+    assert torch.equal(got[0, 0], outer(rows, cols)) and torch.equal(got[1, 0], outer(rows, cols))
+    sliding_probabilities(model, img, 2, window=6, stride=4)  # clip is the default
+    boxes = tile_boxes(10, 13, 6, 4, "clip")
+    assert [tuple(x.shape[-2:]) for x in model.seen] == [(b - a, d - c) for a, b, c, d in boxes]
+    for (y0, y1, x0, x1), tile in zip(boxes, model.seen, strict=True):
+        assert torch.equal(tile, normalize(img)[:, :, y0:y1, x0:x1])  # the image itself
+    # Nothing is padded: an image no longer than the stride is one tile, itself; a longer one
+    # smaller than the window still gets a second, cut tile at the stride (the authors' loop).
+    small = RowBand()
+    sliding_probabilities(small, images(1, 4, 3), 2, window=6, stride=4)
+    sliding_probabilities(small, images(1, 5, 3), 2, window=6, stride=4)
+    assert [tuple(x.shape) for x in small.seen] == [(1, 3, 4, 3), (1, 3, 5, 3), (1, 3, 1, 3)]
+
+
 def test_window_starts_align_the_last_window_to_the_border() -> None:
     assert window_starts(10, 6, 4) == [0, 4]
     assert window_starts(13, 6, 4) == [0, 4, 7]  # 8 would overrun: moved back to 13 - 6
@@ -186,14 +242,16 @@ def test_tile_count_map_10x13_window6_stride4() -> None:
     # rows: tiles [0, 6) and [4, 10); columns: [0, 6), [4, 10), [7, 13)
     rows = [1, 1, 1, 1, 2, 2, 1, 1, 1, 1]
     cols = [1, 1, 1, 1, 2, 2, 1, 2, 2, 2, 1, 1, 1]
-    got = sliding_probabilities(Constant(), images(2, 10, 13), 1, window=6, stride=4)
+    got = sliding_probabilities(
+        Constant(), images(2, 10, 13), 1, window=6, stride=4, tiling="shift"
+    )
     assert got.shape == (2, 1, 10, 13)
     assert torch.equal(got[0, 0], outer(rows, cols)) and torch.equal(got[1, 0], outer(rows, cols))
 
 
 def test_summed_probabilities_of_a_position_dependent_model_are_hand_computed() -> None:
     model = RowBand()
-    got = sliding_probabilities(model, images(1, 10, 13), 2, window=6, stride=4)
+    got = sliding_probabilities(model, images(1, 10, 13), 2, window=6, stride=4, tiling="shift")
     # Class 1 in each tile's rows 0-2. Row tiles start at 0 and 4: image rows 0-2 (tile 0) and
     # 4-6 (tile 1) get one vote per column tile; row 3 and rows 7-9 none.
     band = [1, 1, 1, 0, 1, 1, 1, 0, 0, 0]
@@ -209,7 +267,7 @@ def test_summed_probabilities_of_a_position_dependent_model_are_hand_computed() 
 def test_image_smaller_than_the_window_is_zero_padded_evenly_and_cropped_back() -> None:
     model = RowBand(axis=-1)  # class 1 in the left half of the padded 6 x 6 tile
     img = images(1, 5, 3)
-    got = sliding_probabilities(model, img, 2, window=6, stride=4)
+    got = sliding_probabilities(model, img, 2, window=6, stride=4, tiling="shift")
     assert got.shape == (1, 2, 5, 3)
     assert torch.equal(got.sum(dim=1), torch.ones(1, 5, 3))  # one tile covers every pixel once
     # 3 padding columns: 1 on the left, 2 on the right; tile columns 0-2 are class 1, so image
@@ -226,7 +284,7 @@ def test_image_smaller_than_the_window_is_zero_padded_evenly_and_cropped_back() 
 
 def test_one_side_smaller_than_the_window() -> None:
     # 4 x 13: padded to 6 rows (1 above, 1 below), columns tiled [0, 4, 7] as before
-    got = sliding_probabilities(Constant(), images(1, 4, 13), 1, window=6, stride=4)
+    got = sliding_probabilities(Constant(), images(1, 4, 13), 1, window=6, stride=4, tiling="shift")
     assert torch.equal(got[0, 0], outer([1] * 4, [1, 1, 1, 1, 2, 2, 1, 2, 2, 2, 1, 1, 1]))
 
 
@@ -236,9 +294,9 @@ def test_pointwise_model_predicts_the_same_whole_and_sliding() -> None:
     img = images(2, 10, 13, seed=3)
     whole = predict(model, img)
     # counts 1, 2 and 4 are powers of two, so count x p is exact and the argmax cannot move
-    sliding = predict(model, img, "sliding", window=6, stride=4)
+    sliding = predict(model, img, "sliding", window=6, stride=4, tiling="shift")
     assert torch.equal(sliding, whole)
-    probs = sliding_probabilities(model, img, 5, window=6, stride=4)
+    probs = sliding_probabilities(model, img, 5, window=6, stride=4, tiling="shift")
     count = outer([1, 1, 1, 1, 2, 2, 1, 1, 1, 1], [1, 1, 1, 1, 2, 2, 1, 2, 2, 2, 1, 1, 1])
     with torch.no_grad():
         expected = model(normalize(img)).softmax(dim=1) * count
@@ -253,7 +311,7 @@ def test_evaluate_sliding_on_a_tiny_batch() -> None:
     masks = torch.stack([target, target.clone()])
     masks[1, 3] = 1  # second image: row 3 is class 1, predicted 0 → 13 misses
     batches = [(images(2, 10, 13), masks, "ids")]
-    out = evaluate(RowBand(), batches, 2, mode="sliding", window=6, stride=4)
+    out = evaluate(RowBand(), batches, 2, mode="sliding", window=6, stride=4, tiling="shift")
     # each image: 4 rows x 13 of class 0 and 4 x 13 of class 1 right; image 2 moves row 3
     assert out["confusion"].tolist() == [[104 - 13, 0], [13, 104]]
     assert out["miou"] == pytest.approx(((104 - 13) / 104 + 104 / 117) / 2)
@@ -313,4 +371,4 @@ def test_evaluate_rejects_inconsistent_window_arguments(kwargs: dict, needle: st
 
 def test_sliding_checks_the_model_output_against_num_classes() -> None:
     with pytest.raises(ValueError, match=re.escape("model returned (1, 1, 6, 6)")):
-        sliding_probabilities(Constant(), images(1, 10, 13), 3, window=6, stride=4)
+        sliding_probabilities(Constant(), images(1, 10, 13), 3, window=6, stride=4, tiling="shift")

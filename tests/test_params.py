@@ -161,11 +161,27 @@ def _evaluate(**values):
             "evaluate.mode='sliding' needs evaluate.stride, got null",
         ),
         (
-            _evaluate(mode="sliding", window=769, stride=800),
+            _evaluate(mode="sliding", window=769, stride=800, tiling="clip"),
             "evaluate.stride=800 exceeds evaluate.window=769",
         ),
-        (_evaluate(mode="sliding", window=4, stride=2), "evaluate.window: Input should be"),
-        (_evaluate(mode="sliding", window=8, stride=0), "evaluate.stride: Input should be"),
+        (
+            _evaluate(mode="sliding", window=769, stride=512),
+            "evaluate.mode='sliding' needs evaluate.tiling, got null",
+        ),
+        (
+            _evaluate(mode="sliding", window=769, stride=512, tiling="pad"),
+            "evaluate.tiling: Input should be 'clip' or 'shift'",
+        ),
+        (_evaluate(tiling="clip"), "evaluate.tiling=clip but evaluate.mode='whole' takes no"),
+        (lambda raw: raw["evaluate"].pop("tiling"), "evaluate.tiling: Field required"),
+        (
+            _evaluate(mode="sliding", window=4, stride=2, tiling="clip"),
+            "evaluate.window: Input should be",
+        ),
+        (
+            _evaluate(mode="sliding", window=8, stride=0, tiling="clip"),
+            "evaluate.stride: Input should be",
+        ),
         (_evaluate(window=769), "evaluate.window=769 but evaluate.mode='whole' takes no window"),
         (_evaluate(stride=512), "evaluate.stride=512 but evaluate.mode='whole' takes no stride"),
         (_evaluate(mode="tiles"), "evaluate.mode: Input should be 'whole' or 'sliding'"),
@@ -183,10 +199,16 @@ def test_evaluate_window_params_are_checked(tmp_path: Path, mutate, needle: str)
 def test_evaluate_whole_and_sliding_are_valid(tmp_path: Path) -> None:
     default = load_params(ROOT / "params.yaml").evaluate
     assert (default.mode, default.window, default.stride) == ("whole", None, None)
-    sliding = load_params(write(tmp_path, _evaluate(mode="sliding", window=769, stride=512)))
+    assert default.tiling is None and default.tiles() == {"mode": "whole"}
+    sliding = load_params(
+        write(tmp_path, _evaluate(mode="sliding", window=769, stride=512, tiling="clip"))
+    )
     assert (sliding.evaluate.window, sliding.evaluate.stride) == (769, 512)
-    equal = load_params(write(tmp_path, _evaluate(mode="sliding", window=8, stride=8)))
-    assert equal.evaluate.stride == 8
+    assert sliding.evaluate.tiles() == dict(mode="sliding", window=769, stride=512, tiling="clip")
+    equal = load_params(
+        write(tmp_path, _evaluate(mode="sliding", window=8, stride=8, tiling="shift"))
+    )
+    assert equal.evaluate.stride == 8 and equal.evaluate.tiling == "shift"
 
 
 @pytest.mark.parametrize(
@@ -202,9 +224,11 @@ def test_preset_evaluate_sections_are_valid(preset: str) -> None:
     base = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
     overlay = yaml.safe_load((ROOT / "pipeline/presets" / f"{preset}.yaml").read_text())
     ev = EvaluateParams.model_validate({**base, **overlay["evaluate"]})
-    # SPEC §7: VOC whole image, Cityscapes 769 windows every 512 pixels
-    want = ("sliding", 769, 512) if preset.startswith("cityscapes") else ("whole", None, None)
-    assert (ev.mode, ev.window, ev.stride) == want
+    # SPEC §7: VOC whole image, Cityscapes 769 windows every 512 pixels, cut at the border as
+    # the authors' validate_citys does
+    cityscapes = ("sliding", 769, 512, "clip")
+    want = cityscapes if preset.startswith("cityscapes") else ("whole", None, None, None)
+    assert (ev.mode, ev.window, ev.stride, ev.tiling) == want
 
 
 def test_checkpoint_every_is_a_required_runtime_field_that_needs_single_process_loading(
