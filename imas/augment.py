@@ -1,6 +1,7 @@
 """Model-adaptive perturbations of the unlabeled batch (SPEC §3–4).
 
-- `mix_views`: û_s = e ⊙ u_s + (1 − e) ⊙ u_w per image, so hard images stay near the weak view.
+- `mix_views`: û_s = e ⊙ u_s + (1 − e) ⊙ u_w per image, so hard images stay near the weak view;
+  `sample_views`, the authors' other variant: the strong view with probability e, else the weak.
 - `cutmix_partner` / `cutmix_boxes` / `cutmix`: the batch is sorted by easiness and the easiest
   image trades a box with the hardest, on the weak views, carrying the teacher's pseudo-labels and
   confidences along (pasted, not recomputed). The result is a separate third view.
@@ -20,6 +21,16 @@ def mix_views(strong: Tensor, weak: Tensor, easiness: Tensor) -> Tensor:
     """Per-image convex mix of normalised strong and weak views, weighted by easiness `[B]`."""
     e = easiness.to(strong.dtype).view(-1, *([1] * (strong.dim() - 1)))
     return e * strong + (1.0 - e) * weak
+
+
+def sample_views(
+    strong: Tensor, weak: Tensor, easiness: Tensor, generator: torch.Generator
+) -> Tensor:
+    """Per image the strong view with probability e_i, else the weak view (the authors'
+    `flag_augs_mixup_by_hard: False`); one U(0,1) draw per image from `generator`."""
+    take = torch.rand(easiness.shape[0], generator=generator) < easiness.detach().cpu()
+    take = take.to(strong.device).view(-1, *([1] * (strong.dim() - 1)))
+    return torch.where(take, strong, weak)
 
 
 def cutmix_partner(easiness: Tensor) -> Tensor:

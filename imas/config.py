@@ -128,14 +128,24 @@ class ModelConfig(Section):
 
 
 class AdaptiveConfig(Section):
-    """One switch per adaptive part of iMAS; `mean_teacher` turns them all off."""
+    """One switch per adaptive part of iMAS, each changing one thing, so an ablation can turn
+    off exactly one; `mean_teacher` turns them all off (`TrainConfig.effective_adaptive`)."""
 
-    intensity: bool = Field(description="easiness mixing of strong and weak views (SPEC §3)")
-    cutmix: Literal["adaptive", "fixed", "off"] = Field(
-        description="adaptive: trigger p = mean easiness, easiest<->hardest pairing; "
-        "fixed: trigger p = cutmix_prob, random pairing (SPEC §4)"
+    intensity: Literal["mix", "sample", "strong"] = Field(
+        description="mix: û_s = e·u_s + (1 − e)·u_w per image (SPEC §3, the released default); "
+        "sample: the strong view with probability e, else the weak view (the authors' "
+        "flag_augs_mixup_by_hard: False); strong: the full strong view for every image"
     )
-    cutmix_prob: float = Field(ge=0.0, le=1.0)
+    cutmix: bool = Field(description="whether the CutMix view is made at all (SPEC §4)")
+    cutmix_trigger: Literal["easiness", "fixed"] = Field(
+        description="easiness: CutMix fires with p = the batch's mean easiness; fixed: with "
+        "p = cutmix_prob (the authors' flag_cmix_trigger_by_hard: False)"
+    )
+    cutmix_prob: float = Field(ge=0.0, le=1.0, description="trigger probability when fixed")
+    cutmix_pairing: Literal["easiness", "random"] = Field(
+        description="easiness: the easiest image trades a box with the hardest; random: a "
+        "random permutation"
+    )
     loss_weight: bool = Field(description="weight each image's unsupervised loss by easiness (§5)")
     scaled_magnitude: bool = Field(
         description="scale strong-op magnitudes by easiness (the paper's text; off in the code)"
@@ -145,8 +155,9 @@ class AdaptiveConfig(Section):
     def uses_hardness(self) -> bool:
         """Whether any switch reads γ; if none does (the mean-teacher baseline), a step skips
         the student's extra forward on the weak view that γ needs."""
+        cutmix_reads = self.cutmix and "easiness" in (self.cutmix_trigger, self.cutmix_pairing)
         return (
-            self.intensity or self.loss_weight or self.scaled_magnitude or self.cutmix == "adaptive"
+            self.intensity != "strong" or self.loss_weight or self.scaled_magnitude or cutmix_reads
         )
 
 
@@ -231,12 +242,16 @@ class TrainConfig(Section):
         if self.adaptive is None:
             raise ValueError("a supervised run has no adaptive switches")
         if self.method == "mean_teacher":
-            return AdaptiveConfig(
-                intensity=False,
-                cutmix="fixed" if self.adaptive.cutmix != "off" else "off",
-                cutmix_prob=self.adaptive.cutmix_prob,
-                loss_weight=False,
-                scaled_magnitude=False,
+            # The full strong view, CutMix (if on) at the fixed probability with random pairs,
+            # every image weighing 1.
+            return self.adaptive.model_copy(
+                update=dict(
+                    intensity="strong",
+                    cutmix_trigger="fixed",
+                    cutmix_pairing="random",
+                    loss_weight=False,
+                    scaled_magnitude=False,
+                )
             )
         return self.adaptive
 

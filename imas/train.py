@@ -19,7 +19,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from imas import distributed
-from imas.augment import cutmix, cutmix_boxes, cutmix_partner, mix_views, random_partner
+from imas.augment import (
+    cutmix,
+    cutmix_boxes,
+    cutmix_partner,
+    mix_views,
+    random_partner,
+    sample_views,
+)
 from imas.checkpoint import Stream, check_finite_loss, rng_state, set_rng_state
 from imas.config import AdaptiveConfig, SpeedConfig, TrainConfig
 from imas.data.transforms import normalize
@@ -90,9 +97,9 @@ def _poly_lr(optimizer: torch.optim.Optimizer, step: int, total: int, power: flo
 
 
 def _cutmix_fires(adaptive: AdaptiveConfig, mean_e: float, generator: torch.Generator) -> bool:
-    if adaptive.cutmix == "off":
+    if not adaptive.cutmix:
         return False
-    p = mean_e if adaptive.cutmix == "adaptive" else adaptive.cutmix_prob
+    p = mean_e if adaptive.cutmix_trigger == "easiness" else adaptive.cutmix_prob
     return torch.rand((), generator=generator).item() < p
 
 
@@ -166,15 +173,17 @@ def _semi_step(
 
         scale = e.cpu() if adaptive.scaled_magnitude else None
         u_s = normalize(strong_view(u_w8, strong_ops, generator, magnitude_scale=scale))
-        if adaptive.intensity:
+        if adaptive.intensity == "mix":
             u_s = mix_views(u_s, u_w, e)
+        elif adaptive.intensity == "sample":
+            u_s = sample_views(u_s, u_w, e, generator)
 
         fired = _cutmix_fires(adaptive, mean_e, generator)
         if fired:
             b, _, h, w = u_w.shape
             partner = (
                 cutmix_partner(e.cpu())
-                if adaptive.cutmix == "adaptive"
+                if adaptive.cutmix_pairing == "easiness"
                 else random_partner(b, generator)
             )
             cm = cutmix(u_w, pseudo, conf, partner, cutmix_boxes(b, h, w, generator))

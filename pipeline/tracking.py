@@ -174,9 +174,11 @@ def effective_params(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.method == "supervised":
         data.update(dict.fromkeys(SEMI_ONLY))
         data["adaptive"] = {
-            "intensity": False,
-            "cutmix": "off",
+            "intensity": None,
+            "cutmix": False,
+            "cutmix_trigger": None,
             "cutmix_prob": None,
+            "cutmix_pairing": None,
             "loss_weight": False,
             "scaled_magnitude": False,
         }

@@ -32,7 +32,7 @@ LAB, UNL = Squares(4, True, 1), Squares(8, False, 2)
 
 def update_of_one_step(method: str, accumulate: int) -> dict[str, torch.Tensor]:
     """Weights before minus after one SGD step (lr 1, no momentum or decay): the gradient."""
-    cfg = config(method, cutmix="off").model_copy(
+    cfg = config(method, cutmix=False).model_copy(
         update={
             "epochs": 1,
             "iters_per_epoch": 1,
@@ -88,7 +88,7 @@ def test_schedule_ema_and_logs_advance_once_per_optimizer_step(
 
     monkeypatch.setattr(imas.train, "_pixel_loss", pixel_loss)
     update = {"epochs": 2, "iters_per_epoch": 2, "accumulate": 2, "ema_decay": 0.7}
-    cfg = config("imas", cutmix="off").model_copy(update=update)
+    cfg = config("imas", cutmix=False).model_copy(update=update)
     labeled = [(LAB.images[i : i + 2], LAB.masks[i : i + 2]) for i in (0, 2)]
     unlabeled = [UNL.images[i : i + 4] for i in (0, 4)]
     forwards: list[int] = []
@@ -108,7 +108,7 @@ def test_schedule_ema_and_logs_advance_once_per_optimizer_step(
         log_every=1,
     )
     assert len(forwards) == 4 * 2  # 4 optimizer steps of 2 micro-batches each
-    assert decays == [0.0, 0.0, 0.0, 0.5]  # SPEC §6 per optimizer step
+    assert decays == [0.0, 0.0, 1 - 1 / 3, 0.7]  # SPEC §6 per optimizer step
     steps = [(m, s) for m, s in logged if "step/loss" in m]
     assert [s for _, s in steps] == [0, 1, 2, 3]
     assert [m["step/lr"] for m, _ in steps] == [0.01 * (1 - s / 4) ** 0.9 for s in range(4)]

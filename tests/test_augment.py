@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from imas.augment import cutmix, cutmix_boxes, cutmix_partner, mix_views, random_partner
+from imas.augment import (
+    cutmix,
+    cutmix_boxes,
+    cutmix_partner,
+    mix_views,
+    random_partner,
+    sample_views,
+)
 
 
 def test_mix_views_per_image() -> None:
@@ -92,3 +99,21 @@ def test_partner_dtype_and_ties_match_stable_rank_reference() -> None:
         assert got.dtype == torch.int64 and got.shape == (b,)
         assert got.tolist() == want
         assert torch.equal(e, before)
+
+
+def test_sample_views_takes_the_strong_view_with_probability_easiness() -> None:
+    strong = torch.ones(4, 3, 2, 2)
+    weak = torch.zeros(4, 3, 2, 2)
+    gen = torch.Generator().manual_seed(0)
+    # e = 1 always strong, e = 0 always weak: whole images, never a blend.
+    out = sample_views(strong, weak, torch.tensor([1.0, 0.0, 1.0, 0.0]), gen)
+    assert out.flatten(1).mean(dim=1).tolist() == [1.0, 0.0, 1.0, 0.0]
+    # One U(0,1) draw per image from the generator: the same draws decide the same images.
+    e = torch.full((4,), 0.5)
+    draws = torch.rand(4, generator=torch.Generator().manual_seed(7))
+    out = sample_views(strong, weak, e, torch.Generator().manual_seed(7))
+    assert out.flatten(1).mean(dim=1).tolist() == (draws < 0.5).float().tolist()
+    many = sample_views(
+        torch.ones(4000, 1, 1, 1), torch.zeros(4000, 1, 1, 1), torch.full((4000,), 0.3), gen
+    )
+    assert abs(many.mean().item() - 0.3) < 0.03

@@ -226,18 +226,18 @@ def test_training_stages_log_to_a_tracking_server(logged: Logged) -> None:
     warm = params_of(logged.runs[WARMUP])
     # The warmup's own section, not the `train` section it never read.
     assert warm["effective.lr"] == warm["warmup.lr"] != warm["train.lr"]
-    assert warm["effective.adaptive.cutmix"] == "off"
-    assert warm["effective.adaptive.intensity"] == "False"
+    assert warm["effective.adaptive.cutmix"] == "False"
+    assert warm["effective.adaptive.intensity"] == "null"
     assert warm["effective.tau"] == "null"
 
     mt = logged.runs[MEAN_TEACHER]
     mt_params = params_of(mt)
     assert mt_params["ablation"] == "mean_teacher" and mt_params["train.method"] == "mean_teacher"
     # Configured on in `train.adaptive`, but the mean-teacher baseline runs without them.
-    assert mt_params["train.adaptive.intensity"] == "True"
-    assert mt_params["effective.adaptive.intensity"] == "False"
+    assert mt_params["train.adaptive.intensity"] == "mix"
+    assert mt_params["effective.adaptive.intensity"] == "strong"
     assert mt_params["effective.adaptive.loss_weight"] == "False"
-    assert mt_params["effective.adaptive.cutmix"] == "fixed"
+    assert mt_params["effective.adaptive.cutmix_trigger"] == "fixed"
     assert "epoch/miou_teacher" in metrics_of(mt)
 
     run_id = logged.runs[WARMUP]["info"]["run_id"]

@@ -67,7 +67,7 @@ def test_an_infinite_unsupervised_loss_names_each_component(
 
     monkeypatch.setattr(imas.train, "unsupervised_loss", blows_up)
     with pytest.raises(NonFiniteError) as err:
-        run_fit(config("imas", cutmix="off"))  # one unsupervised loss per iteration
+        run_fit(config("imas", cutmix=False))  # one unsupervised loss per iteration
     message = str(err.value)
     assert "non-finite loss at iteration 2 (epoch 0): loss=inf, loss_x=" in message
     loss_x = float(message.split("loss_x=")[1].split(",")[0])

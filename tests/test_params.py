@@ -27,12 +27,24 @@ def test_repository_params_are_valid() -> None:
         "mean_teacher",
         "no_loss_weight",
         "no_adaptive_intensity",
-        "no_adaptive_cutmix",
+        "no_adaptive_cutmix_trigger",
+        "no_adaptive_cutmix_pairing",
     }
     mt = params.ablation("mean_teacher").effective_adaptive()
-    assert (mt.intensity, mt.cutmix, mt.loss_weight) == (False, "fixed", False)
+    assert (mt.intensity, mt.cutmix, mt.loss_weight) == ("strong", True, False)
+    assert (mt.cutmix_trigger, mt.cutmix_pairing) == ("fixed", "random")
     assert params.ablation("no_loss_weight").adaptive.loss_weight is False
-    assert params.ablation("no_loss_weight").adaptive.intensity is True
+    assert params.ablation("no_loss_weight").adaptive.intensity == "mix"
+    # Each ablation turns off exactly one switch of train.adaptive.
+    full = params.train.adaptive.model_dump()
+    for name in (
+        "no_loss_weight",
+        "no_adaptive_intensity",
+        "no_adaptive_cutmix_trigger",
+        "no_adaptive_cutmix_pairing",
+    ):
+        switches = params.ablation(name).effective_adaptive().model_dump()
+        assert len([k for k in full if full[k] != switches[k]]) == 1, name
 
 
 @pytest.mark.parametrize(
@@ -45,6 +57,11 @@ def test_repository_params_are_valid() -> None:
         (lambda p: p.update(labeled=5000), "labeled=5000"),
         (lambda p: p["model"].update(backbone="vgg"), "model.backbone"),
         (lambda p: p["train"]["adaptive"].update(cutmix="always"), "train.adaptive.cutmix"),
+        (
+            lambda p: p["train"]["adaptive"].update(cutmix_pairing="shuffled"),
+            "train.adaptive.cutmix_pairing",
+        ),
+        (lambda p: p["train"]["adaptive"].update(intensity=True), "train.adaptive.intensity"),
         (lambda p: p["warmup"].update(method="imas"), "warmup"),
         (lambda p: p["train"].pop("tau"), "tau"),
         (lambda p: p["train"].pop("aux_weight"), "train.aux_weight"),
@@ -94,10 +111,10 @@ def test_flatten_dotted_keys() -> None:
 def test_set_overrides_dotted_keys_with_yaml_values() -> None:
     params = load_params(
         ROOT / "params.yaml",
-        ["labeled=183", "train.adaptive.cutmix=fixed", "aug.scale=[1.0, 1.5]", "seed=3"],
+        ["labeled=183", "train.adaptive.cutmix_trigger=fixed", "aug.scale=[1.0, 1.5]", "seed=3"],
     )
     assert params.labeled == 183 and params.seed == 3
-    assert params.train.adaptive.cutmix == "fixed" and params.aug.scale == (1.0, 1.5)
+    assert params.train.adaptive.cutmix_trigger == "fixed" and params.aug.scale == (1.0, 1.5)
     assert load_params(ROOT / "params.yaml").labeled != 183  # the file is untouched
 
 

@@ -89,7 +89,8 @@ def test_repro_writes_every_output(repro) -> None:
         "ablate/mean_teacher",
         "ablate/no_loss_weight",
         "ablate/no_adaptive_intensity",
-        "ablate/no_adaptive_cutmix",
+        "ablate/no_adaptive_cutmix_trigger",
+        "ablate/no_adaptive_cutmix_pairing",
     ):
         assert (dst / f"models/{name}.pt").is_file(), name
     train = json.loads((dst / "metrics/train.json").read_text())
@@ -127,7 +128,7 @@ def test_repro_logs_every_stage_to_mlflow(repro) -> None:
     train = runs["train-imas-6-s0"]
     assert train.data.tags["stage"] == "train" and train.data.tags["labeled"] == "6"
     assert train.data.params["train.tau"] == "0.8"
-    assert train.data.params["train.adaptive.cutmix"] == "adaptive"
+    assert train.data.params["train.adaptive.cutmix_trigger"] == "easiness"
     assert "epoch/miou_teacher" in train.data.metrics and "step/loss" in train.data.metrics
     history = client.get_metric_history(train.info.run_id, "step/easiness")
     assert len(history) >= 1

@@ -36,7 +36,7 @@ def test_apply_keeps_comments_and_sets_the_setting(params_file: Path) -> None:
     assert text.startswith("# Every experiment knob of the pipeline.")
     assert "# built-in: MNIST digits on real photos" not in text  # that value changed ...
     assert "lambda_u: 3.0" in text and "tau: 0.95" in text
-    assert "  cutmix: adaptive     # adaptive | fixed | off (SPEC §4)" in text  # ... this kept
+    assert "  cutmix: true         # make the CutMix view (SPEC §4)" in text  # ... this kept
     params = load_params(params_file)
     assert (params.preset, params.dataset, params.labeled) == ("voc_classic_r101", "voc", 92)
     assert params.data.split.source == "published" and params.data.split.family == "classic"

@@ -55,27 +55,29 @@ def test_runtime_experiment_names_the_experiment(tmp_path: Path, monkeypatch) ->
 
 
 def test_effective_params_are_what_training_applies() -> None:
-    pinned = ["warmup.lr=0.1", "train.lr=0.05", "train.adaptive.intensity=true"]
+    pinned = ["warmup.lr=0.1", "train.lr=0.05", "train.adaptive.intensity=mix"]
     params = load_params(REPO / "params.yaml", pinned)
     imas = effective_params(params.train)
     assert imas["effective.method"] == "imas"
-    assert imas["effective.adaptive.intensity"] is True
-    assert imas["effective.adaptive.cutmix"] == params.train.adaptive.cutmix
+    assert imas["effective.adaptive.intensity"] == "mix"
+    assert imas["effective.adaptive.cutmix_trigger"] == params.train.adaptive.cutmix_trigger
     # The baseline is configured from the same `train.adaptive`, but runs with none of it.
     mt = effective_params(params.ablation("mean_teacher"))
     assert mt["effective.method"] == "mean_teacher"
-    assert mt["effective.adaptive.intensity"] is False
+    assert mt["effective.adaptive.intensity"] == "strong"
     assert mt["effective.adaptive.loss_weight"] is False
-    assert mt["effective.adaptive.cutmix"] == "fixed"
+    assert mt["effective.adaptive.cutmix_trigger"] == "fixed"
+    assert mt["effective.adaptive.cutmix_pairing"] == "random"
     warm = effective_params(params.warmup)
     assert warm["effective.lr"] == params.warmup.lr != params.train.lr
-    assert warm["effective.adaptive.cutmix"] == "off" and warm["effective.tau"] is None
+    assert warm["effective.adaptive.cutmix"] is False and warm["effective.tau"] is None
+    assert warm["effective.adaptive.intensity"] is None
     # SupOnly continued from the warmup: `train.tau` is set but nothing reads it.
     sup = effective_params(
         load_params(REPO / "params.yaml", [*pinned, "train.method=supervised"]).train
     )
     assert params.train.tau is not None and sup["effective.tau"] is None
-    assert sup["effective.adaptive.intensity"] is False
+    assert sup["effective.adaptive.intensity"] is None
     # Every run has the same keys, so the compare view lines them up row by row.
     assert set(imas) == set(mt) == set(sup) == set(warm) | {"effective.init"}
 
@@ -106,7 +108,7 @@ def test_only_training_stages_log_effective_params(client) -> None:
     assert ablation_run.data.tags["split_source"] == "generated"
     ablation = ablation_run.data.params
     assert ablation["effective.adaptive.loss_weight"] == "False"
-    assert ablation["effective.adaptive.intensity"] == "True"
+    assert ablation["effective.adaptive.intensity"] == "mix"
     report = runs[f"report-report-{params.labeled}-s{params.seed}"].data.params
     assert not any(key.startswith("effective.") for key in report)
 

@@ -66,7 +66,13 @@ class Squares(torch.utils.data.Dataset):
 
 def config(method: str, **adaptive) -> TrainConfig:
     switches = dict(
-        intensity=True, cutmix="adaptive", cutmix_prob=0.5, loss_weight=True, scaled_magnitude=False
+        intensity="mix",
+        cutmix=True,
+        cutmix_trigger="easiness",
+        cutmix_prob=0.5,
+        cutmix_pairing="easiness",
+        loss_weight=True,
+        scaled_magnitude=False,
     )
     switches.update(adaptive)
     return TrainConfig(
@@ -185,9 +191,9 @@ def test_different_seeds_differ() -> None:
 
 
 def test_cutmix_off_never_fires_and_fixed_one_always_fires() -> None:
-    _, logged = run_fit(config("imas", cutmix="off"))
+    _, logged = run_fit(config("imas", cutmix=False, cutmix_trigger="fixed", cutmix_prob=1.0))
     assert all(m["step/cutmix"] == 0.0 for m, _ in logged if "step/cutmix" in m)
-    _, logged = run_fit(config("imas", cutmix="fixed", cutmix_prob=1.0))
+    _, logged = run_fit(config("imas", cutmix_trigger="fixed", cutmix_prob=1.0))
     assert all(m["step/cutmix"] == 1.0 for m, _ in logged if "step/cutmix" in m)
 
 
@@ -254,7 +260,7 @@ def test_fit_applies_the_ema_schedule_every_step(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(imas.train, "ema_update", spy)
     update = {"epochs": 3, "iters_per_epoch": 2, "ema_decay": 0.7}
-    fit_pixelnet(config("imas", cutmix="off").model_copy(update=update))
+    fit_pixelnet(config("imas", cutmix=False).model_copy(update=update))
     # Epoch 0 copies; then min(1 − 1/(i + 1), cap) with i the global step (the released code).
     assert decays == [0.0, 0.0, 1 - 1 / 3, 0.7, 0.7, 0.7]
 
@@ -264,7 +270,7 @@ def test_the_first_update_of_epoch_1_blends_with_the_global_iteration_rule(iters
     # Resume states at every step give the models before and after each update: the teacher
     # after step L (epoch 1's first) is d·teacher + (1 − d)·student with d = 1 − 1/(L + 1).
     states: list[dict[str, Any]] = []
-    cfg = config("imas", cutmix="off").model_copy(
+    cfg = config("imas", cutmix=False).model_copy(
         update={"epochs": 2, "iters_per_epoch": iters, "ema_decay": 0.99}
     )
     run_fit(cfg, checkpoint_every=1, on_checkpoint=lambda s: states.append(copy.deepcopy(s)))
@@ -312,7 +318,7 @@ def test_strong_and_cutmix_views_are_made_from_the_loaders_weak_batch(
     # τ = 0 and no class-0 rule: teacher ≡ student in epoch 0 gives γ = 0, so û_s is the full
     # strong view and differs from u_w (with e = 0 the checks below could not tell them apart).
     update = {"epochs": 1, "iters_per_epoch": 2, "tau": 0.0, "ignore_index0": False}
-    cfg = config("imas", cutmix="fixed", cutmix_prob=1.0).model_copy(update=update)
+    cfg = config("imas", cutmix_trigger="fixed", cutmix_prob=1.0).model_copy(update=update)
     batches = fit_pixelnet(cfg, student)
 
     assert len(inputs) == len(batches)  # one training forward per step
@@ -379,7 +385,7 @@ def test_aux_loss_is_added_on_the_labeled_slice_of_the_one_forward(
     monkeypatch.setattr(imas.model.DeepLabV3Plus, "forward", forward)
     monkeypatch.setattr(imas.train, "_pixel_loss", pixel_loss)
     update = {"aux_weight": 0.4, "epochs": 1}
-    cfg = config(method, cutmix="fixed", cutmix_prob=1.0).model_copy(update=update)
+    cfg = config(method, cutmix_trigger="fixed", cutmix_prob=1.0).model_copy(update=update)
     result, logged = run_fit(cfg, model_cfg=AUX_MODEL)
 
     batch = 2 if method == "supervised" else 2 + 3 * 4  # x_l, then u_w, u_cm, û_s
@@ -486,3 +492,78 @@ def test_resume_refuses_a_state_of_another_run_shape() -> None:
         run_fit(cfg.model_copy(update={"epochs": 3}), resume=states[0])
     with pytest.raises(ValueError, match="on_checkpoint"):
         run_fit(cfg, checkpoint_every=2)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "pairing", "fires", "paired_by"),
+    [
+        ("easiness", "easiness", None, "cutmix_partner"),
+        ("fixed", "easiness", 1.0, "cutmix_partner"),  # trigger off, pairing kept
+        ("easiness", "random", None, "random_partner"),  # pairing off, trigger kept
+        ("fixed", "random", 1.0, "random_partner"),
+    ],
+)
+def test_cutmix_trigger_and_pairing_are_separate_switches(
+    monkeypatch: pytest.MonkeyPatch,
+    trigger: str,
+    pairing: str,
+    fires: float | None,
+    paired_by: str,
+) -> None:
+    calls: dict[str, int] = {"cutmix_partner": 0, "random_partner": 0}
+    probabilities: list[float] = []
+    for name in calls:
+        real = getattr(imas.train, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls[_name] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(imas.train, name, counted)
+    real_fires = imas.train._cutmix_fires
+
+    def fires_spy(adaptive: AdaptiveConfig, mean_e: float, generator: torch.Generator) -> bool:
+        probabilities.append(mean_e if adaptive.cutmix_trigger == "easiness" else -1.0)
+        return real_fires(adaptive, mean_e, generator)
+
+    monkeypatch.setattr(imas.train, "_cutmix_fires", fires_spy)
+    # τ = 0, no class-0 rule: γ = 0 in epoch 0 (teacher ≡ student), so p = mean e = 1 fires too.
+    update = {"epochs": 1, "iters_per_epoch": 3, "tau": 0.0, "ignore_index0": False}
+    cfg = config(
+        "imas", cutmix_trigger=trigger, cutmix_pairing=pairing, cutmix_prob=1.0
+    ).model_copy(update=update)
+    _, logged = run_fit(cfg)
+    assert all(m["step/cutmix"] == 1.0 for m, _ in logged if "step/cutmix" in m)
+    assert calls[paired_by] == 3 and sum(calls.values()) == 3
+    assert probabilities == ([1.0] * 3 if fires is None else [-1.0] * 3)
+
+
+def test_mean_teacher_turns_both_cutmix_switches_and_every_adaptive_part_off() -> None:
+    cfg = config("mean_teacher", intensity="sample")
+    effective = cfg.effective_adaptive()
+    assert (effective.cutmix_trigger, effective.cutmix_pairing) == ("fixed", "random")
+    assert effective.intensity == "strong" and not effective.loss_weight
+    assert effective.cutmix and effective.cutmix_prob == cfg.adaptive.cutmix_prob
+    assert not effective.uses_hardness  # no γ forward for the baseline
+    off = config("mean_teacher", cutmix=False).effective_adaptive()
+    assert off.cutmix is False
+
+
+def test_sample_intensity_gives_each_image_its_strong_or_its_weak_view(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    real = imas.train.sample_views
+
+    def spy(strong: torch.Tensor, weak: torch.Tensor, e: torch.Tensor, gen: Any) -> torch.Tensor:
+        out = real(strong, weak, e, gen)
+        seen.append((strong, weak, out))
+        return out
+
+    monkeypatch.setattr(imas.train, "sample_views", spy)
+    monkeypatch.setattr(imas.train, "mix_views", None)  # must not be reached
+    run_fit(config("imas", intensity="sample", cutmix=False))
+    assert len(seen) == 2 * 3  # every step of both epochs
+    for strong, weak, out in seen:
+        for i in range(out.shape[0]):
+            assert torch.equal(out[i], strong[i]) or torch.equal(out[i], weak[i])
