@@ -37,7 +37,7 @@ EVALUATED = [
 ABLATION_NAMES = {
     "mean_teacher": "Mean teacher",
     "no_loss_weight": "iMAS w/o loss weighting",
-    "no_adaptive_intensity": "iMAS w/o adaptive intensity (full strong view)",
+    "no_adaptive_intensity": "iMAS w/o adaptive intensity",
     "no_adaptive_cutmix_trigger": "iMAS w/o adaptive CutMix trigger (p=0.5)",
     "no_adaptive_cutmix_pairing": "iMAS w/o easiest-hardest CutMix pairs (random)",
     "no_adaptive_cutmix": "iMAS w/o adaptive CutMix (p=0.5, random pairs)",

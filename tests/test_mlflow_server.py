@@ -44,7 +44,7 @@ def tiny_pinned(raw: dict[str, Any]) -> dict[str, Any]:
     raw = tiny(raw)
     # Pinned, whatever params.yaml says: the checks tell the sections apart by these values.
     raw["warmup"]["lr"], raw["train"]["lr"] = 0.1, 0.05
-    raw["train"]["adaptive"]["intensity"] = True
+    raw["train"]["adaptive"]["intensity"] = "mix"
     return raw
 
 
