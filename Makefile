@@ -10,14 +10,27 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro sweep benchmark paper-table smoke perf plots plots-assets test lint check-reports mlflow-ui clean
+.PHONY: setup fashion-mnist repro sweep benchmark paper-table smoke perf plots plots-assets test lint check-reports mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+# Fashion-MNIST, the garments of the built-in scenes to come: Debian's package where apt runs as
+# root; elsewhere imas/data/fashion_mnist.py downloads the official files (checksum-verified).
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+fashion-mnist:
+	@if [ -f $(FASHION_MNIST) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends dataset-fashion-mnist; }; \
+	else \
+		echo "dataset-fashion-mnist is not installed (needs apt as root): Fashion-MNIST will be downloaded"; \
+	fi
+
+setup: $(VENV)/.installed fashion-mnist
 
 repro: setup
 	$(BIN)/dvc repro
