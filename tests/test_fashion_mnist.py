@@ -130,3 +130,34 @@ def test_the_real_package_holds_the_official_dataset() -> None:
         images, labels = fm.load(files, split)
         assert np.bincount(labels, minlength=10).tolist() == [per_class] * 10
         assert images.dtype == np.uint8 and 60 < images.mean() < 90  # dark garments on black
+
+
+def test_glyph_pools_are_disjoint_balanced_and_fixed_by_their_seed() -> None:
+    labels = np.repeat(np.arange(10), 100)[np.random.default_rng(3).permutation(1000)]
+    sizes = {"pretrain": 500, "train_aug": 303, "val": 120, "tune": 77}
+    pools = fm.glyph_pools(labels, sizes)
+    assert {k: len(v) for k, v in pools.items()} == sizes
+    together = np.concatenate(list(pools.values()))
+    assert len(np.unique(together)) == len(together) == 1000  # every glyph in exactly one pool
+    # Balanced: ⌊size/10⌋ of every class, one more of the size % 10 classes with the most
+    # glyphs left, so pools that take every glyph together fit exactly.
+    assert np.bincount(labels[pools["train_aug"]], minlength=10).tolist() == [31] * 3 + [30] * 7
+    assert np.bincount(labels[pools["val"]], minlength=10).tolist() == [12] * 10
+    assert np.bincount(labels[pools["tune"]], minlength=10).tolist() == [7] * 3 + [8] * 7
+    # Shuffled within a pool (a renderer taking glyphs in order mixes classes) ...
+    assert len(set(labels[pools["val"][:10]].tolist())) > 3
+    # ... and the same for the same seed, other for another.
+    again = fm.glyph_pools(labels, sizes)
+    assert all(np.array_equal(pools[k], again[k]) for k in sizes)
+    assert not np.array_equal(pools["val"], fm.glyph_pools(labels, sizes, seed=1)["val"])
+    # Changing later pools leaves the earlier ones as they were.
+    grown = fm.glyph_pools(labels, {**sizes, "tune": 70, "spare": 7})
+    assert all(np.array_equal(pools[k], grown[k]) for k in ("pretrain", "train_aug", "val"))
+
+
+def test_glyph_pools_refuse_to_reuse_a_glyph() -> None:
+    labels = np.repeat(np.arange(10), 10)
+    with pytest.raises(ValueError, match=r"pool 'val' needs 2 glyphs of class 0 .*only 1 are left"):
+        fm.glyph_pools(labels, {"train": 90, "val": 20})
+    with pytest.raises(ValueError, match="size -1"):
+        fm.glyph_pools(labels, {"train": -1})

@@ -139,3 +139,42 @@ def load(
     if labels.max() >= len(CLASSES):
         raise DataError(f"{label_file}: label {int(labels.max())} outside 0..{len(CLASSES) - 1}")
     return images, labels
+
+
+def glyph_pools(labels: np.ndarray, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Disjoint pools of glyph indices, `sizes[name]` glyphs each, so that no glyph appears in
+    two pools (pretraining, train_aug, val, tune; the test scenes draw from the test file).
+
+    Every pool keeps the classes balanced: each class is shuffled once by `seed` (fixed for the
+    dataset, never the run's seed, so every run sees the same pools) and cut into consecutive
+    runs, pool after pool in the order of `sizes`, each taking ⌊size / 10⌋ glyphs of every class
+    plus one more of the `size mod 10` classes with the most glyphs left. The pools' own orders
+    are shuffled too, so a
+    renderer that takes glyphs in order gets mixed classes. Raises ValueError naming the pool
+    and the counts when a class runs out.
+    """
+    n_classes = len(CLASSES)
+    rng = np.random.default_rng(seed)
+    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(n_classes)]
+    taken = [0] * n_classes
+    pools: dict[str, np.ndarray] = {}
+    for name, size in sizes.items():
+        if size < 0:
+            raise ValueError(f"pool {name!r}: size {size} must be >= 0")
+        # The remainder goes to the classes with the most glyphs left (ties: lower class), so
+        # pools that together take every glyph fit exactly.
+        left = [len(by_class[c]) - taken[c] for c in range(n_classes)]
+        extra = sorted(range(n_classes), key=lambda c: (-left[c], c))[: size % n_classes]
+        per_class = [size // n_classes + (c in extra) for c in range(n_classes)]
+        parts = []
+        for c, want in enumerate(per_class):
+            have = len(by_class[c]) - taken[c]
+            if want > have:
+                raise ValueError(
+                    f"pool {name!r} needs {want} glyphs of class {c} ({CLASSES[c]}), "
+                    f"only {have} are left after the pools before it"
+                )
+            parts.append(by_class[c][taken[c] : taken[c] + want])
+            taken[c] += want
+        pools[name] = rng.permutation(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+    return pools
