@@ -110,7 +110,9 @@ def _check(cfg: EmbeddedDataConfig) -> None:
         raise ValueError(f"digit_size={cfg.digit_size}: need 4 <= min <= max <= size={cfg.size}")
 
 
-def _background(rng: np.random.Generator, src: np.ndarray, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, src: np.ndarray, size: int) -> np.ndarray:
+    """A random crop of photo `src`, rotated, resized to `size`² and jittered in brightness,
+    contrast, saturation and tint (float32 RGB); the backdrop of every built-in scene."""
     h, w = src.shape[:2]
     m = min(h, w)
     # Log-uniform crop side: from pixel-level texture (side = size) to a 4x zoom-out.
@@ -143,7 +145,7 @@ def render_scene(
     assets = assets or load_assets()
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
     size = cfg.size
-    img = _background(rng, assets.backgrounds[int(rng.integers(len(assets.backgrounds)))], size)
+    img = background(rng, assets.backgrounds[int(rng.integers(len(assets.backgrounds)))], size)
     mask = np.zeros((size, size), dtype=np.uint8)
     pool = assets.pools[split]
     pool = pool[np.isin(assets.labels[pool], cfg.digits)]
