@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,24 +236,17 @@ def _write_tree(tmp: Path, cfg: EmbeddedDataConfig, seed: int, progress: bool) -
     }
 
 
-def generate(root: Path, cfg: EmbeddedDataConfig, seed: int, progress: bool = False) -> dict:
-    """Write the built-in dataset to `root` in VOC layout and return a summary.
-
-    Layout: JPEGImages/<id>.jpg, SegmentationClass/<id>.png (index PNG, VOC palette),
-    ImageSets/Segmentation/{train,val}.txt, classes.json. The tree is built in a sibling temp
-    dir and renamed into place, so an interrupted run never leaves a half dataset that DVC
-    could cache; an existing root is replaced only once the new tree is complete.
-    """
-    _check(cfg)
-    if seed < 0:
-        raise ValueError(f"seed={seed} must be >= 0")
+def replace_tree(root: Path | str, build: Callable[[Path], dict]) -> dict:
+    """Run `build(tmp)` to fill a sibling temp folder, then rename it to `root` and return what
+    `build` returned. An interrupted or failing build leaves no half tree that DVC could cache,
+    and an existing `root` is replaced only once the new tree is complete."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
     old = root.parent / f"{root.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        summary = _write_tree(tmp, cfg, seed, progress)
+        summary = build(tmp)
         if root.exists():
             os.replace(root, old)
             try:
@@ -267,3 +261,16 @@ def generate(root: Path, cfg: EmbeddedDataConfig, seed: int, progress: bool = Fa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def generate(root: Path, cfg: EmbeddedDataConfig, seed: int, progress: bool = False) -> dict:
+    """Write the built-in dataset to `root` in VOC layout and return a summary.
+
+    Layout: JPEGImages/<id>.jpg, SegmentationClass/<id>.png (index PNG, VOC palette),
+    ImageSets/Segmentation/{train,val}.txt, classes.json. The tree is built in a sibling temp
+    dir and renamed into place (`replace_tree`).
+    """
+    _check(cfg)
+    if seed < 0:
+        raise ValueError(f"seed={seed} must be >= 0")
+    return replace_tree(root, lambda tmp: _write_tree(tmp, cfg, seed, progress))
