@@ -101,7 +101,7 @@ def _resized(a: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(a).resize((side, side), Image.Resampling.BILINEAR))
 
 
-def _paste(
+def paste_garment(
     img: np.ndarray, mask: np.ndarray, glyph: np.ndarray, cls: int, colour: np.ndarray,
     centre: tuple[float, float], side: int,
 ) -> None:  # fmt: skip
@@ -125,7 +125,8 @@ def _paste(
     lab[(a >= _RIM_ALPHA) & (a < _FG_ALPHA)] = IGNORE
 
 
-def _colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
+def contrast_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
+    """The first of 32 random colours at least `_MIN_CONTRAST` from `under` (else the farthest)."""
     cand = rng.integers(0, 256, size=(32, 3)).astype(np.float32)
     dist = np.linalg.norm(cand - under, axis=1)
     ok = np.flatnonzero(dist >= _MIN_CONTRAST)
@@ -194,8 +195,10 @@ def _compose(
         c0 = int(np.clip(round(centre[0]), 0, size - 1))
         c1 = int(np.clip(round(centre[1]), 0, size - 1))
         # A colour per (scene, glyph): the same garment keeps its colour while it is rescaled.
-        colour = _colour(np.random.default_rng([seed, _SPLIT_CODE[split], index, g]), img[c0, c1])
-        _paste(img, mask, glyphs[g], 1 + int(labels[g]), colour, centre, side_px)
+        colour = contrast_colour(
+            np.random.default_rng([seed, _SPLIT_CODE[split], index, g]), img[c0, c1]
+        )
+        paste_garment(img, mask, glyphs[g], 1 + int(labels[g]), colour, centre, side_px)
         drawn.append({"glyph": g, "cls": 1 + int(labels[g]), "colour": colour.tolist(),
                       "centre": centre, "side": side_px})  # fmt: skip
     return img, mask, drawn

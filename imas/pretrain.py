@@ -1,0 +1,114 @@
+"""Encoder pretraining by garment classification: the built-in stand-in for ImageNet weights
+(issue 17), not yet a pipeline stage.
+
+The images are the scenes' own kind (one Fashion-MNIST garment from the pretraining pool, drawn
+as the scenes draw it, on a crop of the bundled photos), so the encoder learns the garments and
+the photo clutter the segmentation scenes show, and never a glyph any scene uses. A linear head
+on the globally pooled high-level feature is trained with the backbone and then dropped: what
+is kept is the backbone's state dict, which `imas.weights.load_backbone_weights` loads strictly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from imas.data.embedded import background
+from imas.data.garments import contrast_colour, paste_garment
+from imas.data.transforms import normalize
+
+
+def render_crops(
+    glyph_ids: Sequence[int],
+    glyphs: np.ndarray,
+    labels: np.ndarray,
+    photos: list[np.ndarray],
+    size: int,
+    seed: int,
+) -> tuple[Tensor, Tensor]:
+    """uint8 images `[N, 3, size, size]` of one garment each and their classes `[N]` (0..9).
+
+    Image i is a pure function of (seed, glyph): a photo crop, the garment at a side of 55–90 %
+    of the image, centred within the middle fifth, in a colour that contrasts with the photo.
+    """
+    images = np.empty((len(glyph_ids), 3, size, size), dtype=np.uint8)
+    for i, g in enumerate(glyph_ids):
+        rng = np.random.default_rng([seed, 7, int(g)])
+        img = background(rng, photos[int(rng.integers(len(photos)))], size)
+        side = round(size * rng.uniform(0.55, 0.9))
+        centre = tuple(rng.uniform(0.4 * size, 0.6 * size, size=2))
+        colour = contrast_colour(rng, img[size // 2, size // 2])
+        mask = np.zeros((size, size), dtype=np.uint8)
+        paste_garment(img, mask, glyphs[g], 1, colour, centre, side)
+        images[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    return torch.from_numpy(images), torch.from_numpy(labels[list(glyph_ids)].astype(np.int64))
+
+
+class GlyphClassifier(nn.Module):
+    """The segmentation backbone, global average pooling of its high-level feature, a linear
+    layer: ImageNet classification in miniature."""
+
+    def __init__(self, backbone: nn.Module, high_channels: int, classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(high_channels, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, high = self.backbone(x)
+        return self.head(high.mean(dim=(2, 3)))
+
+
+def pretrain_backbone(
+    backbone: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    classes: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    log: Callable[[dict[str, float], int], None] = lambda metrics, epoch: None,
+) -> list[dict[str, float]]:
+    """Train `backbone` (in place; it must have `high_channels`) to classify `images` (uint8
+    `[N, 3, H, W]`) by `labels`.
+
+    SGD with momentum 0.9 and a poly schedule (power 0.9) over every iteration, shuffled
+    batches with random horizontal flips, both from a generator seeded by `seed`, so a CPU run
+    gives the same weights twice. Returns one row per epoch: mean loss and training accuracy.
+    """
+    if not 1 <= batch_size <= len(images):
+        raise ValueError(f"batch_size={batch_size} must be in 1..{len(images)} (the images)")
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs} must be >= 1")
+    generator = torch.Generator().manual_seed(seed)
+    model = GlyphClassifier(backbone, int(backbone.high_channels), classes).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    steps = len(images) // batch_size
+    total, history = epochs * steps, []
+    for epoch in range(epochs):
+        order = torch.randperm(len(images), generator=generator)
+        loss_sum, right = 0.0, 0
+        for step in range(steps):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (1 - (epoch * steps + step) / total) ** 0.9
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            x = images[idx]
+            flip = torch.rand(len(idx), generator=generator) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            logits = model(normalize(x))
+            loss = F.cross_entropy(logits, labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach())
+            right += int((logits.argmax(1) == labels[idx]).sum())
+        row = {"loss": loss_sum / steps, "accuracy": right / (steps * batch_size)}
+        history.append(row)
+        log(row, epoch)
+    return history
