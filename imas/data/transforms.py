@@ -72,10 +72,7 @@ def weak_transform(
 
     ph, pw = max(0, crop - nh), max(0, crop - nw)
     if ph or pw:
-        padded = torch.empty(3, nh + ph, nw + pw, dtype=torch.uint8)
-        padded[:] = torch.tensor(pad_fill(mean), dtype=torch.uint8).view(3, 1, 1)
-        padded[:, :nh, :nw] = image
-        image = padded
+        image = F.pad(image, [0, 0, pw, ph], fill=list(pad_fill(mean)))
         if mask is not None:
             mask = torch.nn.functional.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
         nh, nw = nh + ph, nw + pw
