@@ -8,7 +8,7 @@ import pytest
 
 from imas.data import fashion_mnist as fm
 from imas.data import garments as gm
-from imas.data.embedded import load_assets
+from imas.data.embedded import load_photos
 
 SPEC = gm.SceneSpec(size=64, objects=(1, 2), foreground=(0.25, 0.35))
 
@@ -51,7 +51,7 @@ def test_plan_gives_every_scene_its_own_glyphs_and_more_to_thin_ones() -> None:
 
 def test_scenes_meet_their_ranges_and_are_pure_functions_of_their_index() -> None:
     glyphs, labels = squares(30)
-    photos = load_assets().backgrounds
+    photos = load_photos()
     scenes = gm.plan(15, np.arange(30), glyphs, SPEC, 0, "train")
     for i, ids in enumerate(scenes):
         scene = gm.render_scene(ids, glyphs, labels, photos, SPEC, 0, "train", i)
@@ -69,7 +69,7 @@ def test_scenes_meet_their_ranges_and_are_pure_functions_of_their_index() -> Non
 
 def test_a_scene_that_cannot_reach_its_range_is_an_error_naming_it() -> None:
     glyphs, labels = squares(1, side=4)  # 2 % of the box: never a quarter of the frame
-    photos = load_assets().backgrounds
+    photos = load_photos()
     with pytest.raises(RuntimeError, match=r"tune scene 7: foreground .* after 4 placements"):
         gm.render_scene([0], glyphs, labels, photos, SPEC, 0, "tune", 7)
     with pytest.raises(ValueError, match="foreground"):
@@ -84,7 +84,7 @@ def test_real_garment_scenes_keep_the_ranges_and_never_share_a_glyph() -> None:
     files = fm.locate("unused", [])
     glyphs, labels = fm.load(files, "train")
     pools = fm.glyph_pools(labels, {"pretrain": 30_000, "train": 20_000, "val": 5_000})
-    photos = load_assets().backgrounds
+    photos = load_photos()
     used: dict[str, set[int]] = {}
     for split in ("train", "val"):
         scenes = gm.plan(300, pools[split], glyphs, SPEC, 0, split)

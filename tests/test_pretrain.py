@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from imas.config import ModelConfig
-from imas.data.embedded import load_assets
+from imas.data.embedded import load_photos
 from imas.model import build_model
 from imas.pretrain import pretrain_backbone, render_crops
 from imas.weights import load_backbone_weights
@@ -33,7 +33,7 @@ def two_shapes(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_crops_are_pure_functions_of_their_glyph() -> None:
     glyphs, labels = two_shapes(6)
-    photos = load_assets().backgrounds
+    photos = load_photos()
     images, classes = render_crops([4, 1, 2], glyphs, labels, photos, 32, seed=0)
     assert images.shape == (3, 3, 32, 32) and images.dtype == torch.uint8
     assert classes.tolist() == [0, 1, 0]
@@ -45,7 +45,7 @@ def test_crops_are_pure_functions_of_their_glyph() -> None:
 
 def test_pretraining_learns_the_shapes_deterministically_and_loads_strictly() -> None:
     glyphs, labels = two_shapes(128)
-    photos = load_assets().backgrounds
+    photos = load_photos()
     images, classes = render_crops(range(128), glyphs, labels, photos, 32, seed=0)
     runs = []
     for _ in range(2):

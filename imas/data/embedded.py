@@ -87,8 +87,9 @@ def _load_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
-def load_assets() -> Assets:
-    """Load and cache the bundled sources (about a second, once per process)."""
+def load_photos() -> list[np.ndarray]:
+    """The bundled CC0 photos as RGB arrays, cached: the backdrops of every built-in scene
+    (the garment scenes need these, not the digits)."""
     import skimage.data
 
     bgs = []
@@ -99,8 +100,14 @@ def load_assets() -> Assets:
             raise RuntimeError(f"scikit-image bundled image {name!r} failed to load: {e}") from e
         img = np.asarray(img, dtype=np.uint8)
         bgs.append(np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3])
+    return bgs
+
+
+@functools.lru_cache(maxsize=1)
+def load_assets() -> Assets:
+    """Load and cache the bundled sources (about a second, once per process)."""
     digits, labels = _load_mnist()
-    return Assets(bgs, digits, labels, mnist_source_split(labels))
+    return Assets(load_photos(), digits, labels, mnist_source_split(labels))
 
 
 def _check(cfg: EmbeddedDataConfig) -> None:

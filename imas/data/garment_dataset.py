@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from imas.data import fashion_mnist as fm
-from imas.data.embedded import load_assets, replace_tree
+from imas.data.embedded import load_photos, replace_tree
 from imas.data.garments import IGNORE, SceneSpec, plan, render_scene
 from imas.data.layout import voc_palette
 from imas.data.splits import write_list
@@ -75,7 +75,7 @@ def generate(
     source = {"test": (test_glyphs, test_labels)}
 
     def build(tmp: Path) -> dict:
-        photos = load_assets().backgrounds
+        photos = load_photos()
         (tmp / "JPEGImages").mkdir(parents=True)
         (tmp / "SegmentationClass").mkdir()
         (tmp / "ImageSets" / "Segmentation").mkdir(parents=True)

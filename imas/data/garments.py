@@ -70,16 +70,15 @@ def plan(
     for _ in range(n_scenes):
         k = int(rng.integers(spec.objects[0], spec.objects[1] + 1))
         ids = pool[at : at + k].tolist()
-        while len(ids) == k and sum(fill(glyphs[g]) for g in ids) < need:
-            if at + len(ids) >= len(pool):
-                break
-            ids.append(int(pool[at + len(ids)]))
-            k += 1
-        if len(ids) < k or at + len(ids) > len(pool):
+        if len(ids) < k:
             raise ValueError(
                 f"split {split!r}: its pool of {len(pool)} glyphs ran out after {len(scenes)} of "
                 f"{n_scenes} scenes"
             )
+        covered = sum(fill(glyphs[g]) for g in ids)
+        while covered < need and at + len(ids) < len(pool):
+            ids.append(int(pool[at + len(ids)]))
+            covered += fill(glyphs[ids[-1]])
         scenes.append(ids)
         at += len(ids)
     return scenes
@@ -103,11 +102,13 @@ def _resized(a: np.ndarray, side: int) -> np.ndarray:
 
 def paste_garment(
     img: np.ndarray, mask: np.ndarray, glyph: np.ndarray, cls: int, colour: np.ndarray,
-    centre: tuple[float, float], side: int,
+    centre: tuple[float, float], side: int, shape: np.ndarray | None = None,
 ) -> None:  # fmt: skip
-    """Composite one garment of `side` pixels centred at `centre`, cut by the frame."""
+    """Composite one garment of `side` pixels centred at `centre`, cut by the frame; `shape` is
+    the glyph's `silhouette` when the caller already has it."""
     size = mask.shape[0]
-    alpha = np.clip(_resized(silhouette(glyph), side), 0.0, 1.0)
+    shape = silhouette(glyph) if shape is None else shape
+    alpha = np.clip(_resized(shape, side), 0.0, 1.0)
     shade = _resized(glyph.astype(np.float32) / 255.0, side)
     top, left = round(centre[0] - side / 2), round(centre[1] - side / 2)
     y0, x0 = max(top, 0), max(left, 0)
@@ -154,7 +155,9 @@ def render_scene(
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
     size = spec.size
     base = background(rng, photos[int(rng.integers(len(photos)))], size)
-    fills = [max(fill(glyphs[g]), 0.05) for g in glyph_ids]
+    # Once per garment, not per paste: every rescaling round pastes the same shapes.
+    shapes = [silhouette(glyphs[g]) for g in glyph_ids]
+    fills = [max(float(shape.mean()), 0.05) for shape in shapes]
     lo, hi = spec.foreground
     share = ignore = 0.0
     for _attempt in range(_ATTEMPTS):
@@ -163,8 +166,8 @@ def render_scene(
         sides = [size * np.sqrt(target / len(glyph_ids) / f) for f in fills]
         for _ in range(_SCALE_ROUNDS):
             sides = [min(s, _MAX_SIDE * size) for s in sides]
-            img, mask, drawn = _compose(base, glyph_ids, glyphs, labels, centres, sides, seed,
-                                        split, index)  # fmt: skip
+            img, mask, drawn = _compose(base, glyph_ids, shapes, glyphs, labels, centres, sides,
+                                        seed, split, index)  # fmt: skip
             share = float(((mask != 0) & (mask != IGNORE)).mean())
             ignore = float((mask == IGNORE).mean())
             if lo <= share <= hi:
@@ -184,21 +187,23 @@ def render_scene(
 
 
 def _compose(
-    base: np.ndarray, glyph_ids: list[int], glyphs: np.ndarray, labels: np.ndarray,
+    base: np.ndarray, glyph_ids: list[int], shapes: list[np.ndarray], glyphs: np.ndarray,
+    labels: np.ndarray,
     centres: list[tuple[float, float]], sides: list[float], seed: int, split: str, index: int,
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:  # fmt: skip
     size = base.shape[0]
     img, mask = base.copy(), np.zeros((size, size), dtype=np.uint8)
     drawn = []
-    for g, centre, side in zip(glyph_ids, centres, sides, strict=True):
+    for g, shape, centre, side in zip(glyph_ids, shapes, centres, sides, strict=True):
         side_px = max(4, round(side))
         c0 = int(np.clip(round(centre[0]), 0, size - 1))
         c1 = int(np.clip(round(centre[1]), 0, size - 1))
-        # A colour per (scene, glyph): the same garment keeps its colour while it is rescaled.
+        # A colour stream per (scene, glyph), the same in every rescaling round; the colour can
+        # still change between rounds when an earlier garment now covers this one's centre.
         colour = contrast_colour(
             np.random.default_rng([seed, _SPLIT_CODE[split], index, g]), img[c0, c1]
         )
-        paste_garment(img, mask, glyphs[g], 1 + int(labels[g]), colour, centre, side_px)
+        paste_garment(img, mask, glyphs[g], 1 + int(labels[g]), colour, centre, side_px, shape)
         drawn.append({"glyph": g, "cls": 1 + int(labels[g]), "colour": colour.tolist(),
                       "centre": centre, "side": side_px})  # fmt: skip
     return img, mask, drawn
