@@ -43,6 +43,42 @@ class EmbeddedDataConfig(Section):
         return ["background", *(f"digit {d}" for d in self.digits)]
 
 
+class GarmentsDataConfig(Section):
+    """The built-in dataset: Fashion-MNIST garments on CC0 photos (`imas.data.garments`), in
+    VOC's shape: a train_aug pool whose first `fine_scenes` are the labeled pool (VOC's 1,464
+    fine images), val, a tune split for every choice of ours, and test scenes of Fashion-MNIST's
+    own test glyphs. Disjoint glyph pools: no garment appears twice anywhere."""
+
+    seed: int = Field(ge=0, description="seed of the scenes and glyph pools (never the run's)")
+    size: int = Field(ge=16, description="square scene side in pixels")
+    objects: tuple[int, int] = Field(description="min, max garments per scene")
+    foreground: tuple[float, float] = Field(description="min, max share of garment pixels")
+    train_scenes: int = Field(ge=2, description="the train_aug pool (labeled + unlabeled)")
+    fine_scenes: int = Field(ge=1, description="its first scenes: the pool labels come from")
+    val_scenes: int = Field(ge=1)
+    tune_scenes: int = Field(ge=1)
+    test_scenes: int = Field(ge=1)
+    urls: list[str] = Field(
+        min_length=1, description="folder URLs of the official Fashion-MNIST files"
+    )
+    downloads: str = Field(min_length=1, description="folder for downloaded Fashion-MNIST files")
+
+    @model_validator(mode="after")
+    def _fine_inside_train(self) -> GarmentsDataConfig:
+        if self.fine_scenes >= self.train_scenes:
+            raise ValueError(
+                f"fine_scenes={self.fine_scenes} must be below train_scenes={self.train_scenes}: "
+                "the unlabeled pool would be empty"
+            )
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        from imas.data.fashion_mnist import CLASSES
+
+        return ["background", *CLASSES]
+
+
 class AugConfig(Section):
     """Weak geometric transform shared by both views, and the strong intensity pool (SPEC §3)."""
 
@@ -62,9 +98,10 @@ BOTTLENECK_RESNETS = ("resnet50", "resnet101")
 class ModelConfig(Section):
     """DeepLabV3+ on a tiny CPU backbone or a ResNet (SPEC §7).
 
-    The ResNet-only fields (`stem`, `multi_grid`, `pretrained`) must be null for `tiny`, which has
-    its own 3×3 stem and no pretrained weights: rejecting them, rather than ignoring them, means
-    a preset never silently trains something other than what its params file says.
+    The ResNet-only fields (`stem`, `multi_grid`) must be null for `tiny`, which has its own 3×3
+    stem; its `pretrained` may name a local backbone file (the built-in pipeline's pretrain
+    stage writes one), never torchvision's ImageNet weights. Rejecting them, rather than ignoring
+    them, means a preset never silently trains something other than what its params file says.
     """
 
     backbone: Literal["tiny", "resnet18", "resnet50", "resnet101"]
@@ -90,13 +127,20 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _backbone_options(self) -> ModelConfig:
+        if self.pretrained == "":
+            raise ValueError("pretrained: use null for random weights, not an empty string")
         if self.backbone == "tiny":
-            for name in ("stem", "multi_grid", "pretrained"):
+            for name in ("stem", "multi_grid"):
                 if getattr(self, name) is not None:
                     raise ValueError(
-                        f"{name}={getattr(self, name)!r}: the tiny backbone has its own 3×3 stem, "
-                        f"no multi-grid and no pretrained weights; set model.{name}: null"
+                        f"{name}={getattr(self, name)!r}: the tiny backbone has its own 3×3 stem "
+                        f"and no multi-grid; set model.{name}: null"
                     )
+            if self.pretrained == "imagenet":
+                raise ValueError(
+                    "pretrained='imagenet': torchvision has no ImageNet weights for the tiny "
+                    "backbone; use null or a local backbone file (the pretrain stage's)"
+                )
             return self
         if self.stem is None:
             raise ValueError(
@@ -147,6 +191,10 @@ class AdaptiveConfig(Section):
         "random permutation"
     )
     loss_weight: bool = Field(description="weight each image's unsupervised loss by easiness (§5)")
+    signal: Literal["easiness", "hardness"] = Field(
+        description="what the adaptive parts read: easiness e = 1 − γ (iMAS), or hardness γ in "
+        "its place (the anti-iMAS control: a sign error must not score like iMAS)"
+    )
     scaled_magnitude: bool = Field(
         description="scale strong-op magnitudes by easiness (the paper's text; off in the code)"
     )
@@ -251,6 +299,7 @@ class TrainConfig(Section):
                     cutmix_pairing="random",
                     loss_weight=False,
                     scaled_magnitude=False,
+                    signal="easiness",
                 )
             )
         return self.adaptive

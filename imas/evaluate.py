@@ -208,6 +208,7 @@ def evaluate(
     stride: int | None = None,
     tiling: Tiling = "clip",
     across_ranks: bool = False,
+    per_image: bool = False,
 ) -> dict:
     """Accumulate one confusion matrix over the loader: whole-image prediction, or `window`
     tiles every `stride` pixels with summed softmax (`sliding_probabilities`, `tiling`).
@@ -215,15 +216,31 @@ def evaluate(
     `across_ranks`: each rank of a process group holds its own shard of the images (every
     image on exactly one rank); the confusion matrices are summed, so every rank returns the
     scores of the whole set.
+
+    `per_image`: also return "per_image", the `[N, C, C]` confusion matrix of every image in
+    loader order (they sum to "confusion"), so intervals can be bootstrapped over images.
     """
     _check_mode(mode, window, stride)
+    if per_image and across_ranks:
+        raise ValueError("per_image confusions are kept on one process; use across_ranks=False")
     total = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    images_cm: list[Tensor] = []
     # leave=False: during training the bar of the fit loop stays the only lasting line.
     for batch in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         images, masks = batch[0].to(device), batch[1].to(device)
         labels = predict(model, images, mode, window, stride, tiling)
-        total += confusion_matrix(labels, masks, num_classes, ignore_index)
+        if per_image:
+            for pred, mask in zip(labels, masks, strict=True):
+                cm = confusion_matrix(pred, mask, num_classes, ignore_index)
+                images_cm.append(cm.cpu())
+                total += cm
+        else:
+            total += confusion_matrix(labels, masks, num_classes, ignore_index)
     if across_ranks:
         distributed.all_reduce_sum(total)
     per_class, miou = iou(total)
-    return {"miou": miou, "per_class_iou": per_class.tolist(), "confusion": total.cpu()}
+    out = {"miou": miou, "per_class_iou": per_class.tolist(), "confusion": total.cpu()}
+    if per_image:
+        empty = torch.zeros(0, num_classes, num_classes, dtype=torch.int64)
+        out["per_image"] = torch.stack(images_cm) if images_cm else empty
+    return out

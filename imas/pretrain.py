@@ -1,5 +1,5 @@
 """Encoder pretraining by garment classification: the built-in stand-in for ImageNet weights
-(issue 17), not yet a pipeline stage.
+(the `pretrain` stage, pipeline/pretrain.py).
 
 The images are the scenes' own kind (one Fashion-MNIST garment from the pretraining pool, drawn
 as the scenes draw it, on a crop of the bundled photos), so the encoder learns the garments and
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from imas.data.embedded import background
 from imas.data.garments import contrast_colour, paste_garment
@@ -74,6 +75,7 @@ def pretrain_backbone(
     weight_decay: float,
     seed: int,
     log: Callable[[dict[str, float], int], None] = lambda metrics, epoch: None,
+    progress: bool = False,
 ) -> list[dict[str, float]]:
     """Train `backbone` (in place; it must have `high_channels`) to classify `images` (uint8
     `[N, 3, H, W]`) by `labels`.
@@ -91,6 +93,7 @@ def pretrain_backbone(
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps = len(images) // batch_size
     total, history = epochs * steps, []
+    bar = tqdm(total=total, desc="pretrain", disable=not progress, mininterval=1.0)
     for epoch in range(epochs):
         order = torch.randperm(len(images), generator=generator)
         loss_sum, right = 0.0, 0
@@ -108,7 +111,9 @@ def pretrain_backbone(
             optimizer.step()
             loss_sum += float(loss.detach())
             right += int((logits.argmax(1) == labels[idx]).sum())
+            bar.update(1)
         row = {"loss": loss_sum / steps, "accuracy": right / (steps * batch_size)}
         history.append(row)
         log(row, epoch)
+    bar.close()
     return history

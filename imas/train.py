@@ -39,9 +39,13 @@ from imas.speed import TrainingNet, prepare, with_amp
 LogFn = Callable[[dict[str, float], int], None]
 EvalFn = Callable[[nn.Module], float]
 CheckpointFn = Callable[[dict[str, Any]], None]
+# Called after each evaluation with (student, teacher or None, epoch); the numbers it returns
+# join the epoch's history row (a diagnostic such as the easiness–quality correlation).
+EvalHook = Callable[[nn.Module, nn.Module | None, int], dict[str, float]]
 
 # 2: the RNG streams and loader positions are kept per rank (`ranks`), for DDP runs.
-RESUME_FORMAT = 2
+# 3: the LR schedule's offset and length (a run continuing another's schedule).
+RESUME_FORMAT = 3
 
 
 class Interrupted(KeyboardInterrupt):
@@ -70,6 +74,7 @@ class FitResult:
     best_miou: float
     history: list[dict[str, float]] = field(default_factory=list)
     hardness: list[list[float]] = field(default_factory=list)
+    optimizer: dict[str, Any] | None = None  # state after the last step, for a continuing run
 
 
 def resolve_iters_per_epoch(cfg: TrainConfig, num_unlabeled: int) -> int:
@@ -90,7 +95,7 @@ def _snapshot(model: nn.Module | None) -> dict[str, Tensor] | None:
 
 
 def _poly_lr(optimizer: torch.optim.Optimizer, step: int, total: int, power: float) -> float:
-    factor = (1.0 - step / total) ** power
+    factor = max(0.0, 1.0 - step / total) ** power
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
     return optimizer.param_groups[0]["lr"]
@@ -168,7 +173,9 @@ def _semi_step(
             gamma = hardness_from_maps(
                 s_map, pseudo, s_ratio, t_ratio, p_t.shape[1], cfg.ignore_index0
             )
-            e = 1.0 - gamma
+            mean_easiness = float((1.0 - gamma).mean())
+            # What every adaptive part below reads as "easiness": γ itself for anti-iMAS.
+            e = 1.0 - gamma if adaptive.signal == "easiness" else gamma
             mean_e = float(e.mean())
 
         scale = e.cpu() if adaptive.scaled_magnitude else None
@@ -205,20 +212,34 @@ def _semi_step(
         "loss_u": float(loss_u.detach()),
         "confident_ratio": float(t_ratio.mean()),
         "cutmix": float(fired),
+        # Images the teacher sees as background only: a collapse symptom (the old benchmark's
+        # LR restart drove it to 16–25 % in the teacher's copy phase).
+        "pure_background": float((pseudo.flatten(1) == 0).all(dim=1).float().mean()),
     }
     if gamma is not None:
-        stats["easiness"] = mean_e
+        stats["easiness"] = mean_easiness
     return loss, stats, gamma
 
 
 def _check_resume(
-    resume: dict[str, Any], cfg: TrainConfig, total: int, iters: int, world: int
+    resume: dict[str, Any],
+    cfg: TrainConfig,
+    total: int,
+    iters: int,
+    world: int,
+    schedule: tuple[int, int],
 ) -> None:
     """A resume state from another run shape would train on silently wrong; refuse it."""
     if resume.get("format") != RESUME_FORMAT:
         found = resume.get("format")
         raise ValueError(f"resume state has format {found!r}, expected {RESUME_FORMAT}")
-    expected = {"method": cfg.method, "total": total, "iters_per_epoch": iters, "world_size": world}
+    expected = {
+        "method": cfg.method,
+        "total": total,
+        "iters_per_epoch": iters,
+        "world_size": world,
+        "schedule": list(schedule),
+    }
     for key, value in expected.items():
         if resume[key] != value:
             raise ValueError(f"resume state has {key}={resume[key]!r}, this run {value!r}")
@@ -301,6 +322,9 @@ def fit(
     resume: dict[str, Any] | None = None,
     speed: SpeedConfig = SpeedConfig(),
     should_stop: Callable[[], bool] | None = None,
+    schedule: tuple[int, int] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    on_eval: EvalHook | None = None,
 ) -> FitResult:
     """Train `student` (in place) by `cfg.method`; evaluate every `cfg.eval_every` epochs.
 
@@ -318,6 +342,13 @@ def fit(
     else rebuilt as for the first call, finishes the run exactly as if it had not stopped (on
     CPU, bit for bit). The state shares tensors with the live models: the callback must write
     or copy it before returning. The caller decides where states go; `fit` knows no files.
+
+    `schedule` = (offset, length) places this run inside a longer poly schedule: iteration i
+    takes the LR of iteration offset + i of `length` (default (0, this run's iterations)). With
+    `optimizer_state` (the SGD momentum a previous run ended with, e.g. `FitResult.optimizer`
+    of a warmup), a run continues that run's optimisation with no restart; the EMA teacher's
+    copy phase and decay still count from this run's first iteration (the authors'
+    `i_iter − len(loader) · sup_only_epoch`). `on_eval` runs after every evaluation.
 
     `should_stop` is asked at the top of every iteration (a signal handler's flag; under DDP
     the ranks stop together if any rank's says so); then the current state goes to
@@ -346,6 +377,16 @@ def fit(
         lr=cfg.lr,
         momentum=cfg.momentum,
     )
+    if optimizer_state is not None and resume is None:
+        optimizer.load_state_dict(optimizer_state)
+        # The saved state carries its run's LR and hyper-parameters; this run's config rules.
+        for group, fresh in zip(
+            optimizer.param_groups,
+            param_groups(student, cfg.lr, cfg.head_lr_mult, cfg.weight_decay),
+            strict=True,
+        ):
+            group.update({k: v for k, v in fresh.items() if k != "params"})
+            group["momentum"] = cfg.momentum
     stepper = _Stepper(
         net,
         with_amp(student, speed, device),
@@ -357,6 +398,12 @@ def fit(
         device,
     )
     total = cfg.epochs * iters_per_epoch
+    lr_offset, lr_total = schedule if schedule is not None else (0, total)
+    if not (lr_offset >= 0 and lr_offset + total <= lr_total):
+        raise ValueError(
+            f"schedule={schedule}: this run's {total} iterations from offset {lr_offset} do not "
+            f"fit a schedule of {lr_total}"
+        )
     # Each new pass reshuffles, so oversampling the labeled list does not repeat an order.
     labeled_iter = Stream(labeled)
     unlabeled_iter = Stream(unlabeled) if semi else None
@@ -369,7 +416,9 @@ def fit(
     epoch_gamma: list[float] = []
     step = 0
     if resume is not None:
-        _check_resume(resume, cfg, total, iters_per_epoch, distributed.world_size())
+        _check_resume(
+            resume, cfg, total, iters_per_epoch, distributed.world_size(), (lr_offset, lr_total)
+        )
         student.load_state_dict(resume["student"])
         if teacher is not None:
             teacher.load_state_dict(resume["teacher"])
@@ -402,6 +451,7 @@ def fit(
             "total": total,
             "iters_per_epoch": iters_per_epoch,
             "world_size": distributed.world_size(),
+            "schedule": [lr_offset, lr_total],
             "step": step,
             "student": student.state_dict(),
             "teacher": None if teacher is None else teacher.state_dict(),
@@ -432,7 +482,7 @@ def fit(
                 if snapshot is not None and distributed.is_main():
                     on_checkpoint(snapshot)
                 raise Interrupted(step)
-            lr = _poly_lr(optimizer, step, total, cfg.poly_power)
+            lr = _poly_lr(optimizer, lr_offset + step, lr_total, cfg.poly_power)
             optimizer.zero_grad(set_to_none=True)
             stats, gammas = stepper.gradients(labeled_iter, unlabeled_iter)
             check_finite_loss(stats, step, epoch)
@@ -456,6 +506,8 @@ def fit(
             row["miou_student"] = evaluate_fn(student)
             if teacher is not None:
                 row["miou_teacher"] = evaluate_fn(teacher)
+            if on_eval is not None:
+                row.update(on_eval(student, teacher, epoch))
             score = row.get("miou_teacher", row["miou_student"])
             if score > best_miou:
                 best_miou, best_epoch = score, epoch
@@ -465,4 +517,5 @@ def fit(
         log({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step)
     bar.close()
     last = {"student": _snapshot(student), "teacher": _snapshot(teacher)}
-    return FitResult(best, last, best_epoch, best_miou, history, hardness)
+    opt_state = copy.deepcopy(optimizer.state_dict())
+    return FitResult(best, last, best_epoch, best_miou, history, hardness, opt_state)

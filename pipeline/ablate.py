@@ -14,13 +14,27 @@ from pipeline.training import run_training
 
 def command(
     name: Annotated[str, typer.Argument(help="a key of `ablations` in params.yaml")],
-    data: DataOpt = Path("data/embedded"),
+    data: DataOpt = Path("data/garments"),
     split: SplitOpt = Path("data/split"),
     init: InitOpt = Path("models/warmup.pt"),
     out: Annotated[Path | None, typer.Option(help="checkpoint [models/ablate/NAME.pt]")] = None,
     metrics: Annotated[Path | None, typer.Option(help="JSON [metrics/ablate/NAME.json]")] = None,
     history: Annotated[
         Path | None, typer.Option(help="per-epoch CSV [metrics/ablate/NAME_history.csv]")
+    ] = None,
+    premise: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of easiness vs pseudo-label mIoU of unlabeled images per evaluation"
+        ),
+    ] = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option(help="npz of the last model's per-image test confusions (adds test_miou)"),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="the last student and teacher weights alone (to commit and re-score)"),
     ] = None,
     params_file: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
@@ -42,8 +56,11 @@ def command(
         out=out or Path(f"models/ablate/{name}.pt"),
         metrics=metrics or Path(f"metrics/ablate/{name}.json"),
         history=history or Path(f"metrics/ablate/{name}_history.csv"),
-        init=init if cfg.init == "warmup" else None,
+        init=init if cfg.init != "scratch" else None,
         param_overrides={**switches, "ablation": name},
+        premise=premise,
+        scores=scores,
+        weights=weights,
     )
     if summary is not None:  # None: a rank other than 0 of a DDP run
         typer.echo(f"ablate {name}: best teacher val mIoU {summary['miou']:.2f}")

@@ -37,6 +37,11 @@ STAGES: dict[str, Entry] = {
     "split": Entry(
         "pipeline.split", "command", "Write the labeled and unlabeled id lists of the train pool."
     ),
+    "pretrain": Entry(
+        "pipeline.pretrain",
+        "command",
+        "Pretrain the backbone by garment classification on the dataset's pretraining pool.",
+    ),
     "warmup": Entry(
         "pipeline.warmup",
         "command",
@@ -62,17 +67,16 @@ STAGES: dict[str, Entry] = {
         "command",
         "Write results.md, metrics.json, results.csv and the figures from the metrics files.",
     ),
-    "benchmark": Entry(
-        "pipeline.benchmark",
+    "verdict": Entry(
+        "pipeline.verdict",
         "command",
-        "Tabulate SupOnly, mean teacher and iMAS per label count over seeds, with iMAS's ē and "
-        "confident-ratio dynamics and (with --figure) their per-epoch curves.",
+        "Judge the benchmark grid by the rules fixed before it ran: verdict JSON, a paper-style "
+        "table with 95 % intervals over seeds, and forest, premise and easiness figures.",
     ),
-    "paper-table": Entry(
-        "pipeline.paper_table",
+    "grid": Entry(
+        "pipeline.grid",
         "command",
-        "Tabulate SupOnly, mean teacher, the ablations and iMAS per label count, with gains over "
-        "SupOnly and, for a `benchmark.published` preset, the paper's numbers beside ours.",
+        "Run a DVC benchmark's out-of-date stages JOBS at a time and record them in dvc.lock.",
     ),
     "plots-assets": Entry(
         "pipeline.plot_assets",

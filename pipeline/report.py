@@ -2,17 +2,20 @@
 
 Every output is a pure function of the metrics files and a few params, with no timestamps or
 paths, so `dvc repro` on unchanged inputs reproduces the report byte for byte. All inputs are
-read and checked before anything is written: a missing file names itself and exits 2.
+read and checked before anything is written (`pipeline.report_inputs`): a missing file names
+itself and exits 2.
+
+SupOnly is the `supervised` ablation when params have one: the warmup continued without the
+unlabeled loss, so every row has trained as long as iMAS. The warmup then gets a line of its own
+in the settings and stays out of the figures, whose epochs are those of the continued runs.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,28 +23,18 @@ import pandas as pd
 import typer
 
 from pipeline.options import ParamsOpt, SetOpt, params_or_exit
-from pipeline.outputs import HISTORY_FIELDS, atomic_path, write_json
+from pipeline.outputs import atomic_path, write_json
 from pipeline.params import Params
 from pipeline.plots import ablation_bars, easiness_curves, hardness_histograms, training_curves
 from pipeline.published import preset_published
+from pipeline.report_inputs import (
+    ReportInputError,
+    ReportInputs,
+    Run,
+    load_inputs,
+)
 from pipeline.tracking import stage_run
 
-SUMMARY_KEYS = ["method", "miou", "best_epoch", "last_miou_student", "iterations"]
-EVALUATED = [
-    "warmup",
-    "imas_teacher_best",
-    "imas_teacher_last",
-    "imas_student_best",
-    "imas_student_last",
-]
-ABLATION_NAMES = {
-    "mean_teacher": "Mean teacher",
-    "no_loss_weight": "iMAS w/o loss weighting",
-    "no_adaptive_intensity": "iMAS w/o adaptive intensity",
-    "no_adaptive_cutmix_trigger": "iMAS w/o adaptive CutMix trigger (p=0.5)",
-    "no_adaptive_cutmix_pairing": "iMAS w/o easiest-hardest CutMix pairs (random)",
-    "no_adaptive_cutmix": "iMAS w/o adaptive CutMix (p=0.5, random pairs)",
-}
 FIGURES = {
     "training_curves": "Training curves (colour = run; solid = teacher, dashed = student)",
     "easiness": "Mean easiness and confident-pixel ratio per epoch",
@@ -49,29 +42,6 @@ FIGURES = {
     "ablation_bars": "Best val mIoU per method",
     "qualitative": "Qualitative results on val (written by the evaluate stage)",
 }
-
-
-class ReportInputError(Exception):
-    """A metrics file is missing or malformed; the message names the file."""
-
-
-@dataclass(frozen=True)
-class Run:
-    key: str  # key in reports/metrics.json
-    name: str  # row name in the tables and figures
-    summary: dict[str, Any]
-    history: pd.DataFrame
-
-
-@dataclass(frozen=True)
-class ReportInputs:
-    runs: list[Run]  # table order: SupOnly, ablations (mean teacher first), iMAS
-    evaluation: dict[str, Any]
-    hardness: pd.DataFrame  # epoch, hardness: one row per unlabeled image of the iMAS run
-
-
-def ablation_name(name: str) -> str:
-    return ABLATION_NAMES.get(name, f"iMAS ablation: {name}")
 
 
 def header_facts(params: Params) -> dict[str, Any]:
@@ -86,98 +56,6 @@ def header_facts(params: Params) -> dict[str, Any]:
         "train method": params.train.method,
         "train epochs": params.train.epochs,
     }
-
-
-def _require(path: Path, stage: str) -> None:
-    if not path.is_file():
-        raise ReportInputError(f"{path}: no such file (run the `{stage}` stage first)")
-
-
-def _read_json(path: Path, stage: str) -> dict[str, Any]:
-    _require(path, stage)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ReportInputError(f"{path}: not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ReportInputError(f"{path}: expected a JSON object")
-    return data
-
-
-def _read_run(key: str, name: str, summary: Path, history: Path, stage: str) -> Run:
-    data = _read_json(summary, stage)
-    missing = [k for k in SUMMARY_KEYS if k not in data]
-    if missing:
-        raise ReportInputError(f"{summary}: missing key(s) {', '.join(missing)}")
-    _require(history, stage)
-    frame = pd.read_csv(history)
-    missing = [c for c in HISTORY_FIELDS if c not in frame.columns]
-    if missing:
-        raise ReportInputError(f"{history}: missing column(s) {', '.join(missing)}")
-    return Run(key, name, data, frame)
-
-
-def _check_evaluation(path: Path, evaluation: dict[str, Any]) -> None:
-    n_classes = len(evaluation.get("class_names", []))
-    for key in EVALUATED:
-        entry = evaluation.get(key)
-        if not isinstance(entry, dict) or "miou" not in entry or "per_class_iou" not in entry:
-            raise ReportInputError(f"{path}: missing {key}.miou or {key}.per_class_iou")
-        if len(entry["per_class_iou"]) != n_classes:
-            raise ReportInputError(
-                f"{path}: {key}.per_class_iou has {len(entry['per_class_iou'])} values "
-                f"for {n_classes} classes"
-            )
-
-
-def load_inputs(metrics_dir: Path, ablations: Sequence[str] | None = None) -> ReportInputs:
-    """Read and check every input. `ablations=None` takes every JSON in `metrics_dir/ablate`."""
-    ablate = metrics_dir / "ablate"
-    if ablations is None:
-        ablations = [p.stem for p in sorted(ablate.glob("*.json"))] if ablate.is_dir() else []
-    # The mean-teacher baseline heads the ablation rows, as in the paper's tables.
-    ordered = sorted(ablations, key=lambda name: name != "mean_teacher")
-    runs = [
-        _read_run(
-            "supervised",
-            "SupOnly",
-            metrics_dir / "warmup.json",
-            metrics_dir / "warmup_history.csv",
-            "warmup",
-        ),
-        *(
-            _read_run(
-                "mean_teacher" if name == "mean_teacher" else f"ablation.{name}",
-                ablation_name(name),
-                ablate / f"{name}.json",
-                ablate / f"{name}_history.csv",
-                f"ablate@{name}",
-            )
-            for name in ordered
-        ),
-        _read_run(
-            "imas", "iMAS", metrics_dir / "train.json", metrics_dir / "train_history.csv", "train"
-        ),
-    ]
-    evaluation = _read_json(metrics_dir / "evaluate.json", "evaluate")
-    _check_evaluation(metrics_dir / "evaluate.json", evaluation)
-    return ReportInputs(runs, evaluation, _read_hardness(metrics_dir / "train_hardness.csv"))
-
-
-def _read_hardness(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise ReportInputError(f"{path}: no such file (the `train` stage writes it: --hardness)")
-    frame = pd.read_csv(path)
-    if list(frame.columns) != ["epoch", "hardness"]:
-        raise ReportInputError(f"{path}: expected columns epoch,hardness")
-    values = pd.to_numeric(frame["hardness"], errors="coerce")
-    bad = frame[values.isna() | (values < 0) | (values > 1)]
-    if len(bad):
-        row = bad.index[0] + 2  # 1-based, after the header line
-        raise ReportInputError(
-            f"{path}: line {row}: hardness {bad.iloc[0]['hardness']!r} not in [0, 1]"
-        )
-    return frame
 
 
 def _fmt(value: Any, sign: bool = False) -> str:
@@ -241,16 +119,47 @@ def published_block(
     ]
 
 
+def copy_phase_sentence(runs: Sequence[Run]) -> str:
+    """The share of all-background pseudo-labels in each teacher–student run's first epoch,
+    where the teacher starts as a copy of the student: a collapse symptom when high."""
+    parts = []
+    for run in runs:
+        first = _first_last(run.history, "pure_background")
+        if first:  # a supervised run has no pseudo-labels; an older history no such column
+            (epoch, value), _ = first
+            parts.append(f"{run.name} {value:.3f} (epoch {epoch})")
+    shown = ", ".join(parts) if parts else "not recorded"
+    return (
+        "Unlabeled images whose pseudo-label is all background, as a share of the batch, mean "
+        f"over each run's first epoch (the teacher's copy phase): {shown}."
+    )
+
+
+def _settings(inputs: ReportInputs, facts: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    warm, imas = inputs.warmup_run.summary, inputs.runs[-1].summary
+    rows = [
+        *facts.items(),
+        ("warmup iterations", warm["iterations"]),
+        ("train iterations", imas["iterations"]),
+    ]
+    if inputs.warmup is not None:
+        # Not a method but the start every row continues: its score says what the
+        # continued runs added.
+        rows.append(
+            (
+                "warmup (first part of the schedule)",
+                f"best val mIoU {_fmt(warm['miou'])} (epoch {warm['best_epoch']}), "
+                f"last student {_fmt(warm['last_miou_student'])}",
+            )
+        )
+    return rows
+
+
 def render_markdown(
     inputs: ReportInputs, facts: Mapping[str, Any], published: Sequence[str] = ()
 ) -> str:
     runs = {run.key: run for run in inputs.runs}
-    sup, imas = runs["supervised"].summary, runs["imas"].summary
-    settings = [
-        *facts.items(),
-        ("warmup iterations", sup["iterations"]),
-        ("train iterations", imas["iterations"]),
-    ]
+    sup = runs["supervised"].summary
     results = [
         [
             run.name,
@@ -262,7 +171,7 @@ def render_markdown(
         for run in inputs.runs
     ]
     ev = inputs.evaluation
-    base, best = ev["warmup"]["per_class_iou"], ev["imas_teacher_best"]["per_class_iou"]
+    base, best = ev["supervised"]["per_class_iou"], ev["imas_teacher_best"]["per_class_iou"]
     per_class = [
         [name, _fmt(b), _fmt(i), "—" if b is None or i is None else _fmt(i - b, sign=True)]
         for name, b, i in zip(ev["class_names"], base, best, strict=True)
@@ -270,9 +179,9 @@ def render_markdown(
     per_class.append(
         [
             "**mIoU**",
-            _fmt(ev["warmup"]["miou"]),
+            _fmt(ev["supervised"]["miou"]),
             _fmt(ev["imas_teacher_best"]["miou"]),
-            _fmt(ev["imas_teacher_best"]["miou"] - ev["warmup"]["miou"], sign=True),
+            _fmt(ev["imas_teacher_best"]["miou"] - ev["supervised"]["miou"], sign=True),
         ]
     )
     rescored = ", ".join(
@@ -282,7 +191,7 @@ def render_markdown(
             ("teacher last", "imas_teacher_last"),
             ("student best", "imas_student_best"),
             ("student last", "imas_student_last"),
-            ("SupOnly", "warmup"),
+            ("SupOnly", "supervised"),
         ]
     )
     results_header = [
@@ -292,15 +201,26 @@ def render_markdown(
         "last teacher",
         "last student",
     ]
+    if inputs.warmup is not None:
+        supervised = (
+            "SupOnly is the warmup continued without the unlabeled loss; every run continues "
+            "the same warmup for the same iterations."
+        )
+    else:  # params without a `supervised` ablation
+        supervised = "SupOnly is the warmup alone (params have no `supervised` ablation)."
     # Blocks are separated by one blank line; a table is one block.
     blocks = [
         "# iMAS: semi-supervised semantic segmentation results",
         "Reproduce: `dvc repro`",
         "## Settings",
-        _table(["setting", "value"], [[k, str(v)] for k, v in settings], numeric=False),
+        _table(
+            ["setting", "value"],
+            [[k, str(v)] for k, v in _settings(inputs, facts)],
+            numeric=False,
+        ),
         "## Results",
         "Best val mIoU (%) over the epochs, scored on the teacher (the student for SupOnly, "
-        "which has no teacher); Δ is against SupOnly.",
+        f"which has no teacher); Δ is against SupOnly. {supervised}",
         _table(results_header, results),
         f"Re-scored by the evaluate stage: {rescored}.",
         *published,
@@ -309,6 +229,7 @@ def render_markdown(
         _table(["class", "SupOnly", "iMAS", "Δ"], per_class),
         "## Training dynamics",
         dynamics_sentence(runs["imas"].history),
+        copy_phase_sentence(inputs.runs),
         "## Figures",
         *(f"![{caption}](figures/{stem}.png)" for stem, caption in FIGURES.items()),
     ]
@@ -318,6 +239,8 @@ def render_markdown(
 def flat_metrics(inputs: ReportInputs) -> dict[str, float]:
     """The `dvc metrics show` view: best val mIoU per method, 2 decimals."""
     out = {run.key: round(float(run.summary["miou"]), 2) for run in inputs.runs}
+    if inputs.warmup is not None:  # the start of every run, beside them
+        out["warmup"] = round(float(inputs.warmup.summary["miou"]), 2)
     runs = {run.key: run.summary["miou"] for run in inputs.runs}
     out["gain_over_supervised"] = round(float(runs["imas"] - runs["supervised"]), 2) + 0.0
     return out
@@ -345,6 +268,7 @@ def write_report(
     `published`: markdown blocks from `published_block` when a preset is active.
     """
     figures = out_dir / "figures"
+    # The methods only: a separate warmup's epochs come before theirs, on another axis.
     histories = {run.name: run.history for run in inputs.runs}
     training_curves(figures / "training_curves.png", histories)
     easiness_curves(figures / "easiness.png", histories)

@@ -21,7 +21,7 @@ from pipeline.tracking import stage_run
 
 
 def command(
-    data: DataOpt = Path("data/embedded"),
+    data: DataOpt = Path("data/garments"),
     out: Annotated[Path, typer.Option(help="folder for labeled.txt and unlabeled.txt")] = Path(
         "data/split"
     ),

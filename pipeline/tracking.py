@@ -181,6 +181,7 @@ def effective_params(cfg: TrainConfig) -> dict[str, Any]:
             "cutmix_pairing": None,
             "loss_weight": False,
             "scaled_magnitude": False,
+            "signal": None,
         }
     else:
         data["adaptive"] = cfg.effective_adaptive().model_dump(mode="json")

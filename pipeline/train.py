@@ -12,7 +12,7 @@ from pipeline.training import run_training
 
 
 def command(
-    data: DataOpt = Path("data/embedded"),
+    data: DataOpt = Path("data/garments"),
     split: SplitOpt = Path("data/split"),
     init: InitOpt = Path("models/warmup.pt"),
     out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("models/imas.pt"),
@@ -22,6 +22,20 @@ def command(
     ),
     hardness: Annotated[
         Path | None, typer.Option(help="per-image hardness CSV (epoch,hardness); none if unset")
+    ] = None,
+    premise: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of easiness vs pseudo-label mIoU of unlabeled images per evaluation"
+        ),
+    ] = None,
+    scores: Annotated[
+        Path | None,
+        typer.Option(help="npz of the last model's per-image test confusions (adds test_miou)"),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="the last student and teacher weights alone (to commit and re-score)"),
     ] = None,
     params_file: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
@@ -37,8 +51,11 @@ def command(
         out=out,
         metrics=metrics,
         history=history,
-        init=init if params.train.init == "warmup" else None,
+        init=init if params.train.init != "scratch" else None,
         hardness=hardness,
+        premise=premise,
+        scores=scores,
+        weights=weights,
     )
     if summary is not None:  # None: a rank other than 0 of a DDP run
         typer.echo(

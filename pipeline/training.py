@@ -31,6 +31,7 @@ from pipeline.common import (
 from pipeline.launch import relaunch_under_torchrun
 from pipeline.outputs import write_hardness, write_history, write_json
 from pipeline.params import Params
+from pipeline.scoring import premise_hook, score_test, write_premise
 from pipeline.stopping import training_stops
 from pipeline.tracking import Tracker, stage_run
 
@@ -67,6 +68,25 @@ def _run_identity(
     return json.dumps(identity, sort_keys=True)
 
 
+def continued_schedule(ckpt: dict[str, Any], path: Path, iterations: int) -> tuple[int, int]:
+    """(offset, length) of a run of `iterations` that continues the schedule of checkpoint
+    `path`; ValueError naming the file when the checkpoint's schedule has no room for exactly
+    this run (its warmup was trained for another run length: rerun it)."""
+    sched = ckpt.get("schedule")
+    if sched is None or ckpt.get("optimizer") is None:
+        raise ValueError(
+            f"{path}: no schedule or optimizer state to continue (written by an older version, "
+            "or not a warmup checkpoint); rerun the warmup stage"
+        )
+    if sched["end"] + iterations != sched["total"]:
+        raise ValueError(
+            f"{path}: its schedule ends at iteration {sched['end']} of {sched['total']}, so it "
+            f"leaves {sched['total'] - sched['end']} iterations, not this run's {iterations}; "
+            "rerun the warmup with this run's train.epochs and train.iters_per_epoch"
+        )
+    return sched["end"], sched["total"]
+
+
 def _section(stage: str) -> str:
     """The params section a stage trains with, as error messages name it."""
     kind, _, name = stage.partition(":")
@@ -93,11 +113,18 @@ def run_training(
     init: Path | None = None,
     param_overrides: dict[str, Any] | None = None,
     hardness: Path | None = None,
+    premise: Path | None = None,
+    scores: Path | None = None,
+    weights: Path | None = None,
 ) -> dict[str, Any] | None:
     """Train by `cfg`, then write the checkpoint, metrics JSON and history CSV atomically; return
     the summary (None on the ranks other than 0 of a DDP run, which log and write nothing).
 
-    `hardness`, if given, receives the per-image hardness of every epoch (CSV). With
+    `hardness`, if given, receives the per-image hardness of every epoch (CSV); `premise` the
+    easiness and pseudo-label mIoU of a fixed sample of unlabeled images at every evaluation
+    (CSV, `premise_sample`); `scores` the test-set scores of the run's primary model, the last
+    teacher (the last student without one), with per-image confusion matrices (`scoring`);
+    `weights` the last student and teacher alone (small enough to commit and re-score). With
     `runtime.checkpoint_every` > 0 a resume checkpoint beside `out` is rewritten that often; a
     rerun with the same params, inputs and process count resumes from it (bit-identically on
     CPU), and it is removed once every output is written. With `runtime.nproc` > 1 outside
@@ -119,6 +146,9 @@ def run_training(
             init=init,
             param_overrides=param_overrides,
             hardness=hardness,
+            premise=premise,
+            scores=scores,
+            weights=weights,
         )
         return summary if distributed.is_main() else None
 
@@ -137,6 +167,9 @@ def _train(
     init: Path | None,
     param_overrides: dict[str, Any] | None,
     hardness: Path | None,
+    premise: Path | None,
+    scores: Path | None,
+    weights: Path | None,
 ) -> dict[str, Any]:
     rank, world = distributed.rank(), distributed.world_size()
     main = distributed.is_main()
@@ -147,10 +180,21 @@ def _train(
     val = val_loader(params, data, shard=True)
     iters = resolve_iters_per_epoch(cfg, n_unlabeled)
     model = build_model(params.model)
+    schedule, optimizer_state = None, None
     if init is not None:
-        model.load_state_dict(load_checkpoint(init)["best"]["student"])
+        ckpt = load_checkpoint(init)
+        if getattr(cfg, "init", None) == "continue":
+            schedule = continued_schedule(ckpt, init, cfg.epochs * iters)
+            optimizer_state = ckpt["optimizer"]
+            model.load_state_dict(ckpt["last"]["student"])
+        else:
+            model.load_state_dict(ckpt["best"]["student"])
     else:  # a run from scratch starts from the pretrained backbone (a warmup already did)
         load_pretrained(model, params.model)
+    if stage == "warmup" and params.train.init == "continue":
+        # The first part of one schedule that the training runs continue.
+        after = params.train.epochs * resolve_iters_per_epoch(params.train, n_unlabeled)
+        schedule = (0, cfg.epochs * iters + after)
     if rank:  # one model on every rank, then each its own augmentations (rank 0: unchanged)
         torch.manual_seed(distributed.rank_seed(params.seed, rank))
     generator = torch.Generator().manual_seed(distributed.rank_seed(params.seed, rank))
@@ -173,8 +217,13 @@ def _train(
     def val_miou(m: torch.nn.Module) -> float:
         ev = params.evaluate
         tiles = ev.tiles()
-        scores = evaluate(m, val, n_cls, device, progress=progress, across_ranks=True, **tiles)
-        return scores["miou"]
+        result = evaluate(m, val, n_cls, device, progress=progress, across_ranks=True, **tiles)
+        return result["miou"]
+
+    premise_rows: list[dict[str, Any]] = []
+    on_eval = None
+    if premise is not None and cfg.method != "supervised":
+        on_eval = premise_hook(params, cfg, data, split, device, premise_rows)
 
     with (
         training_stops(stage, resume_file) as should_stop,
@@ -198,6 +247,9 @@ def _train(
             resume=resume,
             speed=_speed(params),
             should_stop=should_stop,
+            schedule=schedule,
+            optimizer_state=optimizer_state,
+            on_eval=on_eval,
         )
         seconds = time.perf_counter() - start
         last = result.history[-1]
@@ -210,12 +262,21 @@ def _train(
         }
         if "miou_teacher" in last:
             summary["last_miou_teacher"] = round(100 * last["miou_teacher"], 4)
+        if scores is not None:
+            summary.update(score_test(params, data, result, scores, device))
         if main:
-            _write_outputs(params, cfg, result, summary, out, metrics, history, hardness)
+            if premise is not None:
+                write_premise(premise, premise_rows)
+            if weights is not None:
+                model_cfg = params.model.model_dump(mode="json")
+                save_checkpoint(weights, {"model": model_cfg, **result.last})
+            offset, length = schedule or (0, cfg.epochs * iters)
+            span = (offset, offset + cfg.epochs * iters, length)
+            _write_outputs(params, cfg, result, summary, span, out, metrics, history, hardness)
         # Wall time goes to MLflow only: the metrics file must be identical run to run.
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)})
         run.log_metrics({"train_seconds": seconds})
-        for path in (metrics, history, hardness):
+        for path in (metrics, history, hardness, premise, scores, weights):
             if path is not None:
                 run.log_artifact(path)
         run.log_artifact(out, "checkpoints")
@@ -229,6 +290,7 @@ def _write_outputs(
     cfg: TrainConfig,
     result: FitResult,
     summary: dict[str, Any],
+    span: tuple[int, int, int],
     out: Path,
     metrics: Path,
     history: Path,
@@ -243,6 +305,10 @@ def _write_outputs(
             "last": result.last,
             "best_epoch": result.best_epoch,
             "best_miou": result.best_miou,
+            # Where this run sits in its poly schedule, and its SGD momentum: what a run that
+            # continues the schedule (train.init: continue) starts from.
+            "schedule": {"start": span[0], "end": span[1], "total": span[2]},
+            "optimizer": result.optimizer,
         },
     )
     write_json(metrics, summary)

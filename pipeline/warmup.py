@@ -16,13 +16,17 @@ from pipeline.training import run_training
 
 
 def command(
-    data: DataOpt = Path("data/embedded"),
+    data: DataOpt = Path("data/garments"),
     split: SplitOpt = Path("data/split"),
     out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("models/warmup.pt"),
     metrics: Annotated[Path, typer.Option(help="metrics JSON")] = Path("metrics/warmup.json"),
     history: Annotated[Path, typer.Option(help="per-epoch CSV")] = Path(
         "metrics/warmup_history.csv"
     ),
+    scores: Annotated[
+        Path | None,
+        typer.Option(help="npz of the last model's per-image test confusions (adds test_miou)"),
+    ] = None,
     params_file: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
 ) -> None:
@@ -37,6 +41,7 @@ def command(
         out=out,
         metrics=metrics,
         history=history,
+        scores=scores,
     )
     if summary is not None:  # None: a rank other than 0 of a DDP run
         typer.echo(f"warmup: best val mIoU {summary['miou']:.2f} at epoch {summary['best_epoch']}")

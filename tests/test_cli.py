@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["download", "split", "warmup", "train", "ablate", "evaluate", "report"]
+STAGES = ["download", "pretrain", "split", "warmup", "train", "ablate", "evaluate", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def test_help_and_light_stages_do_not_import_torch() -> None:
         "    app(['--help'])\n"
         "except SystemExit as stop:\n"
         "    assert stop.code == 0, stop.code\n"
-        "import pipeline.download, pipeline.split, pipeline.report, pipeline.paper_table\n"
-        "import pipeline.benchmark, pipeline.plots\n"
+        "import pipeline.download, pipeline.split, pipeline.report, pipeline.verdict\n"
+        "import pipeline.grid, pipeline.plots\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
     )
     out = subprocess.run(
@@ -79,10 +79,16 @@ def test_help_lists_every_stage() -> None:
 
 
 def test_stages_in_order(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every stage at its default paths, which chain: the dataset root is data/garments even for
+    # the tiny digit scenes the stage tests run on.
     result = invoke(workdir, monkeypatch, "download")
     assert result.exit_code == 0, result.output
-    assert len(list((workdir / "data/embedded/JPEGImages").iterdir())) == 22
-    assert json.loads((workdir / "data/embedded/classes.json").read_text())[1] == "digit 0"
+    assert len(list((workdir / "data/garments/JPEGImages").iterdir())) == 22
+    assert json.loads((workdir / "data/garments/classes.json").read_text())[1] == "digit 0"
+    # Garment classification has nothing to learn from digit scenes: refused, naming why.
+    refused = invoke(workdir, monkeypatch, "pretrain")
+    assert refused.exit_code == 2 and "dataset: garments" in refused.output
+    assert not (workdir / "models/pretrained.pt").exists()
 
     assert invoke(workdir, monkeypatch, "split").exit_code == 0
     assert (workdir / "data/split/labeled.txt").read_text().count("\n") == 3  # 4 ids
@@ -95,17 +101,27 @@ def test_stages_in_order(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert invoke(workdir, monkeypatch, "train", *hardness).exit_code == 0
     assert json.loads((workdir / "metrics/train.json").read_text())["method"] == "imas"
 
+    # SupOnly: the warmup continued without the unlabeled loss, as long as iMAS.
+    assert invoke(workdir, monkeypatch, "ablate", "supervised").exit_code == 0
+    sup = json.loads((workdir / "metrics/ablate/supervised.json").read_text())
+    assert sup["method"] == "supervised" and sup["iterations"] == 2
     assert invoke(workdir, monkeypatch, "ablate", "mean_teacher").exit_code == 0
     assert (workdir / "models/ablate/mean_teacher.pt").is_file()
     missing = invoke(workdir, monkeypatch, "ablate", "no_such")
     assert missing.exit_code == 2 and "no_such" in missing.output
 
+    # Its default SupOnly checkpoint is the `supervised` ablation's.
     assert invoke(workdir, monkeypatch, "evaluate").exit_code == 0
     assert (workdir / "reports/figures/qualitative.png").is_file()
+    scores = json.loads((workdir / "metrics/evaluate.json").read_text())
+    assert {"supervised", "imas_teacher_best"} <= set(scores) and "warmup" not in scores
 
     result = invoke(workdir, monkeypatch, "report")
     assert result.exit_code == 0, result.output
-    assert "iMAS" in (workdir / "reports/results.md").read_text()
+    md = (workdir / "reports/results.md").read_text()
+    assert "iMAS" in md and "| warmup (first part of the schedule) |" in md
+    metrics = json.loads((workdir / "reports/metrics.json").read_text())
+    assert metrics["supervised"] == round(sup["miou"], 2)
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -23,26 +23,20 @@ def write(tmp_path: Path, mutate) -> Path:
 def test_repository_params_are_valid() -> None:
     params = load_params(ROOT / "params.yaml")
     assert params.train.method == "imas"
-    assert set(params.ablations) >= {
-        "mean_teacher",
-        "no_loss_weight",
-        "no_adaptive_intensity",
-        "no_adaptive_cutmix_trigger",
-        "no_adaptive_cutmix_pairing",
-    }
+    # The default pipeline's baselines: SupOnly (the warmup continued, the evaluate stage's
+    # baseline) and mean teacher, each continuing the warmup for as long as iMAS.
+    assert {"supervised", "mean_teacher"} <= set(params.ablations)
+    sup = params.ablation("supervised")
+    assert (sup.method, sup.init) == ("supervised", params.train.init) == ("supervised", "continue")
+    assert (sup.epochs, sup.iters_per_epoch) == (params.train.epochs, params.train.iters_per_epoch)
     mt = params.ablation("mean_teacher").effective_adaptive()
     assert (mt.intensity, mt.cutmix, mt.loss_weight) == ("strong", True, False)
     assert (mt.cutmix_trigger, mt.cutmix_pairing) == ("fixed", "random")
-    assert params.ablation("no_loss_weight").adaptive.loss_weight is False
-    assert params.ablation("no_loss_weight").adaptive.intensity == "mix"
-    # Each ablation turns off exactly one switch of train.adaptive.
+    # Any ablation of iMAS itself turns off exactly one switch of train.adaptive.
     full = params.train.adaptive.model_dump()
-    for name in (
-        "no_loss_weight",
-        "no_adaptive_intensity",
-        "no_adaptive_cutmix_trigger",
-        "no_adaptive_cutmix_pairing",
-    ):
+    for name in params.ablations:
+        if params.ablation(name).method != "imas":
+            continue
         switches = params.ablation(name).effective_adaptive().model_dump()
         assert len([k for k in full if full[k] != switches[k]]) == 1, name
 
@@ -228,9 +222,7 @@ def test_evaluate_whole_and_sliding_are_valid(tmp_path: Path) -> None:
     assert equal.evaluate.stride == 8 and equal.evaluate.tiling == "shift"
 
 
-@pytest.mark.parametrize(
-    "params_file", ["params.yaml", "benchmarks/ssl/params.yaml", "benchmarks/paper/params.yaml"]
-)
+@pytest.mark.parametrize("params_file", ["params.yaml", "benchmarks/protocol/params.yaml"])
 def test_every_params_file_evaluates_whole_images(params_file: str) -> None:
     ev = load_params(ROOT / params_file).evaluate
     assert (ev.mode, ev.window, ev.stride) == ("whole", None, None)
@@ -300,11 +292,7 @@ def test_parallel_and_speed_fields_are_checked(tmp_path: Path, mutate, needle: s
 
 
 def test_parallel_and_speed_fields_default_off_and_take_valid_values(tmp_path: Path) -> None:
-    for params_file in (
-        "params.yaml",
-        "benchmarks/ssl/params.yaml",
-        "benchmarks/paper/params.yaml",
-    ):
+    for params_file in ("params.yaml", "benchmarks/protocol/params.yaml"):
         params = load_params(ROOT / params_file)
         rt = params.runtime
         switches = (rt.nproc, rt.sync_bn, rt.amp, rt.channels_last, rt.compile)
@@ -319,7 +307,7 @@ def test_parallel_and_speed_fields_default_off_and_take_valid_values(tmp_path: P
     )
     assert (switched.runtime.nproc, switched.runtime.amp) == (2, "bf16")
     assert switched.train.micro_batches(2) == (2, 2)
-    assert switched.ablation("no_loss_weight").accumulate == 2
+    assert switched.ablation("mean_teacher").accumulate == 2
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "pipeline/presets").glob("*")))

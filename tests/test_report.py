@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ from pipeline.outputs import HISTORY_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS = {"dataset": "embedded", "labeled images": 6, "seed": 0, "model backbone": "tiny"}
-HEADER = ",".join(HISTORY_FIELDS)
 PNGS = ["training_curves", "easiness", "ablation_bars", "hardness"]
 
 
@@ -35,27 +33,64 @@ def _summary(method: str, miou: float, student: float, teacher: float | None, it
     return out
 
 
-def _semi_history(easiness: list[float], confident: list[float], base: float) -> str:
-    rows = [
-        f"{e},1.0,0.6,0.4,{easiness[e - 1]},{confident[e - 1]},{0.5 + 0.1 * e},0.01,"
-        f"{base + e},{base + e + 0.5}"
+def _history(rows: list[dict], fields: list[str] = HISTORY_FIELDS) -> str:
+    """CSV text of `rows` in the column order of `fields`; a missing value is an empty cell."""
+    lines = [",".join(str(row.get(f, "")) for f in fields) for row in rows]
+    return "\n".join([",".join(fields), *lines]) + "\n"
+
+
+def _semi_rows(
+    easiness: list[float], confident: list[float], base: float, background: float
+) -> list[dict]:
+    return [
+        {
+            "epoch": e,
+            "loss": 1.0,
+            "loss_x": 0.6,
+            "loss_u": 0.4,
+            "easiness": easiness[e - 1],
+            "confident_ratio": confident[e - 1],
+            "cutmix": 0.5 + 0.1 * e,
+            "pure_background": round(background / e, 4),
+            "lr": 0.01,
+            "miou_student": base + e,
+            "miou_teacher": base + e + 0.5,
+        }
         for e in (1, 2, 3)
     ]
-    return "\n".join([HEADER, *rows]) + "\n"
+
+
+def _semi_history(
+    easiness: list[float], confident: list[float], base: float, background: float
+) -> str:
+    return _history(_semi_rows(easiness, confident, base, background))
+
+
+def _supervised_history(base: float) -> str:
+    # Supervised runs leave the teacher and unlabeled columns empty.
+    return _history(
+        [
+            {"epoch": e, "loss": 0.5, "loss_x": 0.5, "lr": 0.01, "miou_student": base + e}
+            for e in (1, 2, 3)
+        ]
+    )
 
 
 @pytest.fixture
 def metrics_dir(tmp_path: Path) -> Path:
+    """The default pipeline's metrics: a warmup that SupOnly (the `supervised` ablation), mean
+    teacher, one iMAS ablation and iMAS all continue."""
     root = tmp_path / "metrics"
     (root / "ablate").mkdir(parents=True)
     files = {
-        "warmup.json": _summary("supervised", 60.0, 59.5, None, 30),
+        "warmup.json": _summary("supervised", 55.0, 54.5, None, 30),
         "train.json": _summary("imas", 64.25, 62.5, 63.75, 60),
+        "ablate/supervised.json": _summary("supervised", 60.0, 59.5, None, 60),
         "ablate/mean_teacher.json": _summary("mean_teacher", 61.8, 60.4, 61.2, 60),
         "ablate/no_loss_weight.json": _summary("imas", 63.1, 61.05, 62.9, 60),
         "evaluate.json": {
             "class_names": ["background", "zero", "one"],
-            "warmup": {"miou": 70.25, "per_class_iou": [90.0, 50.5, None]},
+            "supervised": {"miou": 70.25, "per_class_iou": [90.0, 50.5, None]},
             "imas_teacher_best": {"miou": 73.75, "per_class_iou": [92.5, 55.0, None]},
             "imas_teacher_last": {"miou": 73.0, "per_class_iou": [92.0, 54.0, None]},
             "imas_student_best": {"miou": 72.0, "per_class_iou": [91.0, 53.0, None]},
@@ -64,17 +99,16 @@ def metrics_dir(tmp_path: Path) -> Path:
     }
     for name, data in files.items():
         (root / name).write_text(json.dumps(data))
-    # Supervised runs leave the teacher and unlabeled columns empty.
-    sup_rows = [f"{e},0.5,0.5,,,,,0.01,{55 + e}," for e in (1, 2, 3)]
-    (root / "warmup_history.csv").write_text("\n".join([HEADER, *sup_rows]) + "\n")
+    (root / "warmup_history.csv").write_text(_supervised_history(51))
+    (root / "ablate/supervised_history.csv").write_text(_supervised_history(56))
     (root / "train_history.csv").write_text(
-        _semi_history([0.612, 0.75, 0.905], [0.55, 0.7, 0.88], 58)
+        _semi_history([0.612, 0.75, 0.905], [0.55, 0.7, 0.88], 58, 0.02)
     )
     (root / "ablate/mean_teacher_history.csv").write_text(
-        _semi_history([0.6, 0.7, 0.8], [0.5, 0.6, 0.7], 57)
+        _semi_history([0.6, 0.7, 0.8], [0.5, 0.6, 0.7], 57, 0.125)
     )
     (root / "ablate/no_loss_weight_history.csv").write_text(
-        _semi_history([0.62, 0.74, 0.9], [0.52, 0.69, 0.86], 58)
+        _semi_history([0.62, 0.74, 0.9], [0.52, 0.69, 0.86], 58, 0.0)
     )
     rows = [f"{e},{h}" for e in (0, 1, 2) for h in (0.1, 0.45 - 0.1 * e, 0.9 - 0.2 * e)]
     (root / "train_hardness.csv").write_text("\n".join(["epoch,hardness", *rows]) + "\n")
@@ -103,7 +137,19 @@ def test_results_table_rows_and_deltas(metrics_dir: Path, tmp_path: Path) -> Non
     for row in per_class:
         assert row in md.splitlines()
     assert "| labeled images | 6 |" in md
+    # The warmup is the start every row continues, a setting rather than a method.
+    assert "| warmup iterations | 30 |" in md
     assert "| train iterations | 60 |" in md
+    assert (
+        "| warmup (first part of the schedule) | best val mIoU 55.00 (epoch 3), last student "
+        "54.50 |"
+    ) in md
+    assert "SupOnly is the warmup continued without the unlabeled loss" in md
+    assert "Warmup" not in md.split("## Results")[1]
+    assert (
+        "mean over each run's first epoch (the teacher's copy phase): Mean teacher 0.125 "
+        "(epoch 1), iMAS w/o loss weighting 0.000 (epoch 1), iMAS 0.020 (epoch 1)."
+    ) in md
     assert "Reproduce: `dvc repro`" in md
     assert (
         "In the iMAS run, mean easiness ē rose from 0.612 (epoch 1) to 0.905 (epoch 3), and the "
@@ -116,6 +162,7 @@ def test_results_table_rows_and_deltas(metrics_dir: Path, tmp_path: Path) -> Non
 def test_metrics_json_and_csv(metrics_dir: Path, tmp_path: Path) -> None:
     values = report.build_report(metrics_dir, tmp_path / "reports", FACTS)
     expected = {
+        "warmup": 55.0,
         "supervised": 60.0,
         "mean_teacher": 61.8,
         "ablation.no_loss_weight": 63.1,
@@ -155,6 +202,7 @@ def test_same_inputs_give_byte_identical_outputs(metrics_dir: Path, tmp_path: Pa
     "name",
     [
         "warmup.json",
+        "ablate/supervised_history.csv",
         "train_history.csv",
         "train_hardness.csv",
         "evaluate.json",
@@ -179,11 +227,53 @@ def test_listed_ablations_are_required_and_others_ignored(
         report.ReportInputError, match=r"ablate/no_adaptive_cutmix\.json: no such file"
     ):
         report.load_inputs(metrics_dir, ["mean_teacher", "no_adaptive_cutmix"])
+    inputs = report.load_inputs(metrics_dir, ["no_loss_weight", "supervised"])
+    assert [r.name for r in inputs.runs] == ["SupOnly", "iMAS w/o loss weighting", "iMAS"]
+    assert inputs.runs[0].summary["iterations"] == 60  # the continued run, not the warmup
+    assert inputs.warmup is not None and inputs.warmup.summary["iterations"] == 30
+    # Without a `supervised` ablation (older params), the warmup is SupOnly, as it used to be.
     inputs = report.load_inputs(metrics_dir, ["no_loss_weight"])
     assert [r.name for r in inputs.runs] == ["SupOnly", "iMAS w/o loss weighting", "iMAS"]
+    assert inputs.runs[0].summary["iterations"] == 30 and inputs.warmup is None
+
+
+def test_without_a_supervised_ablation_the_warmup_is_suponly(
+    metrics_dir: Path, tmp_path: Path
+) -> None:
+    for suffix in (".json", "_history.csv"):
+        (metrics_dir / f"ablate/supervised{suffix}").unlink()
+    values = report.build_report(metrics_dir, tmp_path / "reports", FACTS)
+    assert values["supervised"] == 55.0 and values["gain_over_supervised"] == 9.25
+    assert "warmup" not in values
+    md = (tmp_path / "reports/results.md").read_text()
+    assert "| SupOnly | 55.00 | — | — | 54.50 |" in md
+    assert "| iMAS | 64.25 | +9.25 | 63.75 | 62.50 |" in md
+    assert "SupOnly is the warmup alone (params have no `supervised` ablation)." in md
+    assert "warmup (first part of the schedule)" not in md
+    assert (tmp_path / "reports/results.csv").read_text().splitlines()[1] == "SupOnly,55.00,0.00"
+
+
+def test_histories_from_before_the_later_diagnostics_still_report(
+    metrics_dir: Path, tmp_path: Path
+) -> None:
+    """Histories written before `pure_background` and `premise_spearman` existed."""
+    older = [f for f in HISTORY_FIELDS if f not in ("pure_background", "premise_spearman")]
+    for name, easiness in (("train", 0.7), ("ablate/mean_teacher", 0.6)):
+        rows = _semi_rows([easiness] * 3, [0.5] * 3, 57, 0.1)
+        (metrics_dir / f"{name}_history.csv").write_text(_history(rows, older))
+    for suffix in (".json", "_history.csv"):
+        (metrics_dir / f"ablate/no_loss_weight{suffix}").unlink()
+    report.build_report(metrics_dir, tmp_path / "reports", FACTS)
+    md = (tmp_path / "reports/results.md").read_text()
+    assert "(the teacher's copy phase): not recorded." in md
+    # Other columns stay required.
+    (metrics_dir / "train_history.csv").write_text(_history([{"epoch": 1}], ["epoch", "loss"]))
+    with pytest.raises(report.ReportInputError, match=r"train_history\.csv: missing column"):
+        report.build_report(metrics_dir, tmp_path / "again", FACTS)
 
 
 def test_ablation_names() -> None:
+    assert report.ablation_name("supervised") == "SupOnly"
     assert report.ablation_name("no_adaptive_cutmix") == (
         "iMAS w/o adaptive CutMix (p=0.5, random pairs)"
     )
@@ -218,17 +308,14 @@ def _app() -> typer.Typer:
     return app
 
 
-def _invoke(metrics_dir: Path, out: Path) -> Result:
-    """Run the command with the repo's params.yaml, each of its ablations given a file."""
-    from pipeline.options import params_or_exit
+# The default pipeline's runs, pinned: the test does not follow edits of params.yaml's ablations.
+ABLATIONS = "ablations={supervised: {method: supervised}, mean_teacher: {method: mean_teacher}}"
 
-    for name in params_or_exit(REPO / "params.yaml").ablations:
-        for suffix in (".json", "_history.csv"):
-            target = metrics_dir / "ablate" / f"{name}{suffix}"
-            if not target.exists():
-                shutil.copy(metrics_dir / "ablate" / f"no_loss_weight{suffix}", target)
+
+def _invoke(metrics_dir: Path, out: Path) -> Result:
+    """Run the command with the repo's params.yaml and the default pipeline's ablations."""
     args = ["--metrics", str(metrics_dir), "--out", str(out), "--params", str(REPO / "params.yaml")]
-    return CliRunner().invoke(_app(), args)
+    return CliRunner().invoke(_app(), [*args, "--set", ABLATIONS])
 
 
 needs_params = pytest.mark.skipif(

@@ -48,14 +48,16 @@ def test_runtime_experiment_names_the_experiment(tmp_path: Path, monkeypatch) ->
         run.log_metrics({"x": 1.0})
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
     exp = client.get_experiment_by_name("my-bench")
-    assert exp is not None and client.get_experiment_by_name("imas-embedded") is None
+    assert exp is not None and client.get_experiment_by_name("imas-garments") is None
     # Artifacts sit beside the store at the project root, not under the cwd.
     assert exp.artifact_location == (tmp_path.resolve() / "mlruns").as_uri()
     assert not (tmp_path / "sub" / "mlruns").exists()
 
 
 def test_effective_params_are_what_training_applies() -> None:
-    pinned = ["warmup.lr=0.1", "train.lr=0.05", "train.adaptive.intensity=mix"]
+    # A fresh schedule (init: warmup), so the two sections may differ in LR: a run continuing
+    # the warmup's schedule (the default) must share it.
+    pinned = ["warmup.lr=0.1", "train.lr=0.05", "train.init=warmup", "train.adaptive.intensity=mix"]
     params = load_params(REPO / "params.yaml", pinned)
     imas = effective_params(params.train)
     assert imas["effective.method"] == "imas"
@@ -93,7 +95,10 @@ def client(tmp_path: Path, monkeypatch):
 
 
 def test_only_training_stages_log_effective_params(client) -> None:
-    params = load_params(REPO / "params.yaml")
+    # An iMAS ablation, whichever ablations the params file lists.
+    params = load_params(
+        REPO / "params.yaml", ["ablations={no_loss_weight: {adaptive: {loss_weight: false}}}"]
+    )
     cfg = params.ablation("no_loss_weight")
     with stage_run(
         "ablate:no_loss_weight", params, "imas", {"ablation": "no_loss_weight"}, train_cfg=cfg
@@ -101,7 +106,7 @@ def test_only_training_stages_log_effective_params(client) -> None:
         pass
     with stage_run("report", params, "report"):
         pass
-    exp = client.get_experiment_by_name("imas-embedded")
+    exp = client.get_experiment_by_name("imas-garments")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
     ablation_run = runs[f"ablate:no_loss_weight-imas-{params.labeled}-s{params.seed}"]
     assert ablation_run.data.tags["split_family"] == params.data.split.family == "classic"
@@ -136,7 +141,7 @@ def test_torchvision_stem_resnet_runs_are_tagged_a_deviation(client) -> None:
     for params in (tiny, r18, deep):
         with stage_run("warmup", params, "supervised"):
             pass
-    exp = client.get_experiment_by_name("imas-embedded")
+    exp = client.get_experiment_by_name("imas-garments")
     tags = {r.data.tags["seed"]: r.data.tags for r in client.search_runs([exp.experiment_id])}
     assert tags["1"]["deviation"] == "torchvision-stem"
     assert "deviation" not in tags["0"] and "deviation" not in tags["2"]
@@ -157,7 +162,7 @@ def test_a_queued_experiment_logs_to_the_project_that_queued_it(
         pass
     assert not (clone / "mlflow.db").exists() and not (clone / "mlruns").exists()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("imas-embedded")
+    exp = client.get_experiment_by_name("imas-garments")
     assert exp.artifact_location == (tmp_path.resolve() / "mlruns").as_uri()
     (run,) = client.search_runs([exp.experiment_id])
     assert run.data.tags["dvc_experiment"] == "peaky-bawl"

@@ -73,6 +73,7 @@ def config(method: str, **adaptive) -> TrainConfig:
         cutmix_pairing="easiness",
         loss_weight=True,
         scaled_magnitude=False,
+        signal="easiness",
     )
     switches.update(adaptive)
     return TrainConfig(

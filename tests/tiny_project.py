@@ -16,13 +16,15 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every stage with the arguments that give the report its inputs (see tests/test_cli.py).
+# Every stage with the arguments that give the report its inputs (see tests/test_cli.py), named
+# as dvc.yaml's: the evaluate stage scores SupOnly, the `supervised` ablation's checkpoint.
 STAGES = {
     "download": ["download"],
     "split": ["split"],
     "warmup": ["warmup"],
     "train": ["train", "--hardness", "metrics/train_hardness.csv"],
-    "ablate": ["ablate", "mean_teacher"],
+    "ablate@supervised": ["ablate", "supervised"],
+    "ablate@mean_teacher": ["ablate", "mean_teacher"],
     "evaluate": ["evaluate"],
     "report": ["report"],
 }

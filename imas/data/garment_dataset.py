@@ -49,6 +49,7 @@ def generate(
     counts: dict[str, int],
     seed: int,
     *,
+    fine: int | None = None,
     glyph_counts: dict[str, int] = fm.COUNTS,
     progress: bool = False,
 ) -> dict:
@@ -57,10 +58,15 @@ def generate(
 
     Layout: JPEGImages/<split>_<i>.jpg, SegmentationClass/<split>_<i>.png (index PNG, VOC
     palette; 0 background, 1–10 the Fashion-MNIST classes, 255 ignore),
-    ImageSets/Segmentation/{train,val,tune,test}.txt, pretrain.txt (train-file glyph indices),
-    classes.json. `files` are `fashion_mnist.locate`'s; `glyph_counts` lets tests use small files.
+    ImageSets/Segmentation/{train_aug,train,val,tune,test}.txt, pretrain.txt (train-file glyph
+    indices), classes.json. As VOC's lists: train_aug.txt holds every train scene and train.txt
+    its first `fine` (default: all), the pool labels are drawn from. `files` are
+    `fashion_mnist.locate`'s; `glyph_counts` lets tests use small files.
     """
     _check(counts, seed)
+    fine = counts["train"] if fine is None else fine
+    if not 1 <= fine <= counts["train"]:
+        raise ValueError(f"fine={fine} must be in 1..{counts['train']} (the train scenes)")
     train_glyphs, train_labels = fm.load(files, "train", glyph_counts)
     test_glyphs, test_labels = fm.load(files, "test", glyph_counts)
     sizes = pool_sizes(counts, spec)
@@ -102,10 +108,14 @@ def generate(
                     shares.append(float(((scene.mask != 0) & (scene.mask != IGNORE)).mean()))
                     ids.append(sid)
                     bar.update(1)
-                write_list(tmp / "ImageSets" / "Segmentation" / f"{split}.txt", ids)
+                sets = tmp / "ImageSets" / "Segmentation"
+                if split == "train":
+                    write_list(sets / "train_aug.txt", ids)
+                    ids = ids[:fine]
+                write_list(sets / f"{split}.txt", ids)
                 total = int(pixels.sum())
                 summary["splits"][split] = {
-                    "scenes": len(ids),
+                    "scenes": len(shares),
                     "glyphs": sum(len(g) for g in scenes),
                     "foreground": [min(shares), float(np.mean(shares)), max(shares)],
                     "ignore": [float(np.mean(rims)), max(rims)],
@@ -113,6 +123,7 @@ def generate(
                 }
         write_list(tmp / "pretrain.txt", [str(g) for g in sorted(pools["pretrain"].tolist())])
         summary["pretrain_glyphs"] = len(pools["pretrain"])
+        summary["fine_scenes"] = fine
         names = ["background", *fm.CLASSES]
         (tmp / "classes.json").write_text(json.dumps(names) + "\n", encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

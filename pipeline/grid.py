@@ -1,0 +1,127 @@
+"""`imas grid`: run a DVC benchmark's out-of-date stages several at a time, then record each in
+dvc.lock as `dvc repro` would have.
+
+`dvc repro` runs one stage at a time and holds the repository lock throughout, so a grid of
+dozens of training runs cannot use both cores of a small machine. Here one `torch` thread per
+job, two jobs side by side, finish the same stages sooner (measured: two 1-thread jobs beat one
+2-thread job on 2 cores). Each stage's command is the one in dvc.yaml, run from the stage's
+folder; when it exits 0 the stage is committed (`dvc commit`), so dvc.lock holds exactly what
+`dvc repro` would have written, and a later `dvc repro` or `dvc status` sees it up to date. A
+failed stage stops nothing else but its own descendants; the command exits 1 at the end.
+Stages are taken in the order dvc.yaml lists them, each once its upstream stages are done, so
+an interrupted grid resumes where it stopped (finished stages are up to date).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _pending(repo: Any, dvcfile: Path, only: Sequence[str]) -> list[Any]:
+    """Stages of `dvcfile` that are out of date (changed deps, params, command or missing
+    outputs), in dvc.yaml order; with `only`, those whose name starts with one of them."""
+    stages = [s for s in repo.index.stages if Path(s.path).resolve() == dvcfile.resolve()]
+    if only:
+        stages = [s for s in stages if any(s.name.startswith(prefix) for prefix in only)]
+    return [s for s in stages if s.changed()]
+
+
+def _upstream(repo: Any, stage: Any) -> set[str]:
+    """Names of every stage `stage` depends on, transitively."""
+    import networkx as nx
+
+    return {s.addressing for s in nx.descendants(repo.index.graph, stage)}
+
+
+def _commit(root: Path, addressing: str, env: dict[str, str]) -> None:
+    # The repository lock is held only while committing, so retry while another commit runs.
+    for attempt in range(60):
+        done = subprocess.run(
+            ["dvc", "commit", "--force", addressing], cwd=root, env=env, capture_output=True
+        )
+        if done.returncode == 0:
+            return
+        if b"lock" not in done.stderr.lower() or attempt == 59:
+            sys.stderr.write(done.stderr.decode(errors="replace"))
+            raise RuntimeError(f"dvc commit {addressing} failed")
+        time.sleep(2)
+
+
+def run_grid(dvcfile: Path, jobs: int, only: Sequence[str] = (), dry: bool = False) -> int:
+    """Run the pending stages of `dvcfile`, `jobs` at a time; returns the number that failed."""
+    from dvc.repo import Repo
+
+    root = Path(Repo.find_root(str(dvcfile.parent)))
+    with Repo(str(root)) as repo, repo.lock:
+        pending = _pending(repo, dvcfile, only)
+        needs = {s.addressing: _upstream(repo, s) for s in pending}
+        cmds = {s.addressing: (s.cmd, Path(s.wdir)) for s in pending}
+    names = [s.addressing for s in pending]
+    print(f"{len(names)} stage(s) to run, {jobs} at a time", flush=True)
+    if dry:
+        for name in names:
+            print(f"  {name}")
+        return 0
+    # Each job gets cores // jobs torch threads (pipeline/threads.py reads IMAS_JOBS).
+    env = {**os.environ, "IMAS_JOBS": str(jobs)}
+    waiting, running, failed, done = list(names), {}, set(), set()
+    while waiting or running:
+        for name in list(waiting):
+            if len(running) >= jobs:
+                break
+            blocked = needs[name] & set(waiting + list(running))
+            if needs[name] & failed:
+                waiting.remove(name)
+                failed.add(name)
+                print(f"skipped {name}: an upstream stage failed", flush=True)
+            elif not blocked:
+                waiting.remove(name)
+                cmd, wdir = cmds[name]
+                # Open while the stage runs; closed when it is reaped below.
+                log_name = f".grid-{name.split(':')[-1].replace('@', '-')}.log"
+                log = open(wdir / log_name, "w")  # noqa: SIM115
+                print(f"start {name}", flush=True)
+                proc = subprocess.Popen(cmd, shell=True, cwd=wdir, env=env, stdout=log,
+                                        stderr=subprocess.STDOUT)  # fmt: skip
+                running[name] = (proc, log, time.perf_counter())
+        for name, (proc, log, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            minutes = (time.perf_counter() - start) / 60
+            if proc.returncode == 0:
+                _commit(root, name, env)
+                done.add(name)
+                print(f"done {name} ({minutes:.1f} min)", flush=True)
+            else:
+                failed.add(name)
+                print(f"FAILED {name} (exit {proc.returncode}; log {log.name})", flush=True)
+        time.sleep(1)
+    return len(failed)
+
+
+def command(
+    dvcfile: Annotated[Path, typer.Argument(help="the benchmark's dvc.yaml")],
+    jobs: Annotated[int, typer.Option(min=1, help="stages run side by side")] = 2,
+    only: Annotated[
+        list[str] | None, typer.Option(help="run only stages whose name starts with this")
+    ] = None,
+    dry: Annotated[bool, typer.Option(help="list the stages that would run")] = False,
+) -> None:
+    """Run a DVC benchmark's out-of-date stages JOBS at a time and record them in dvc.lock."""
+    if not dvcfile.is_file():
+        typer.echo(f"error: {dvcfile}: no such dvc.yaml", err=True)
+        raise typer.Exit(code=2)
+    failed = run_grid(dvcfile, jobs, only or (), dry)
+    if failed:
+        typer.echo(f"error: {failed} stage(s) failed or were skipped", err=True)
+        raise typer.Exit(code=1)
