@@ -378,7 +378,9 @@ def fit(
         momentum=cfg.momentum,
     )
     if optimizer_state is not None and resume is None:
-        optimizer.load_state_dict(optimizer_state)
+        # A copy: SGD updates the loaded momentum buffers in place, and they would otherwise be
+        # the caller's tensors.
+        optimizer.load_state_dict(copy.deepcopy(optimizer_state))
         # The saved state carries its run's LR and hyper-parameters; this run's config rules.
         for group, fresh in zip(
             optimizer.param_groups,
