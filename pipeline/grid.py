@@ -34,11 +34,11 @@ def _pending(repo: Any, dvcfile: Path, only: Sequence[str]) -> list[Any]:
     return [s for s in stages if s.changed()]
 
 
-def _upstream(repo: Any, stage: Any) -> set[str]:
-    """Names of every stage `stage` depends on, transitively."""
+def _upstream(repo: Any, stage: Any) -> list[Any]:
+    """Every stage `stage` depends on, transitively."""
     import networkx as nx
 
-    return {s.addressing for s in nx.descendants(repo.index.graph, stage)}
+    return list(nx.descendants(repo.index.graph, stage))
 
 
 def _commit(root: Path, addressing: str, env: dict[str, str]) -> None:
@@ -62,9 +62,14 @@ def run_grid(dvcfile: Path, jobs: int, only: Sequence[str] = (), dry: bool = Fal
     root = Path(Repo.find_root(str(dvcfile.parent)))
     with Repo(str(root)) as repo, repo.lock:
         pending = _pending(repo, dvcfile, only)
-        needs = {s.addressing: _upstream(repo, s) for s in pending}
-        cmds = {s.addressing: (s.cmd, Path(s.wdir)) for s in pending}
-    names = [s.addressing for s in pending]
+
+        # Addressed from the repository root (`path/dvc.yaml:name`), where `dvc commit` runs.
+        def address(stage: Any) -> str:
+            return f"{Path(stage.path).resolve().relative_to(root.resolve())}:{stage.name}"
+
+        needs = {address(s): {address(u) for u in _upstream(repo, s)} for s in pending}
+        cmds = {address(s): (s.cmd, Path(s.wdir)) for s in pending}
+    names = list(cmds)
     print(f"{len(names)} stage(s) to run, {jobs} at a time", flush=True)
     if dry:
         for name in names:
