@@ -41,9 +41,19 @@ def command(
     """Pretrain the backbone by garment classification on the dataset's pretraining pool."""
     params = params_or_exit(params_file, overrides)
     cfg, garments = params.pretrain, params.data.garments
-    if cfg is None or garments is None or params.dataset != "garments":
-        typer.echo("error: the pretrain stage needs dataset: garments and a pretrain section",
-                   err=True)  # fmt: skip
+    if cfg is None:
+        # The paper presets start from ImageNet weights (model.pretrained): nothing to train,
+        # but the stage still ends the pipeline's one graph with its (empty) output.
+        with atomic_path(out) as tmp, tmp.open("wb") as fh:
+            torch.save({}, fh)
+        write_json(metrics, {"images": 0})
+        with atomic_path(history) as tmp:
+            tmp.write_text("epoch,loss,accuracy\n", encoding="utf-8")
+        typer.echo(f"pretrain: null in params, nothing to pretrain; wrote an empty {out}")
+        return
+    if garments is None or params.dataset != "garments":
+        typer.echo("error: the pretrain section needs dataset: garments (set pretrain: null "
+                   "for other datasets)", err=True)  # fmt: skip
         raise typer.Exit(code=2)
     if params.model.backbone != "tiny":
         typer.echo(f"error: pretrain trains the tiny backbone, not {params.model.backbone!r}",

@@ -195,7 +195,7 @@ def stage_worker(rank: int, world: int, port: int, workdir: str, record: str) ->
         "train",
         params,
         params.train,
-        data=Path("data/embedded"),
+        data=Path("data/garments"),  # the stages' default root, digit scenes here
         split=Path("data/split"),
         out=Path("models/ddp.pt"),
         metrics=Path("metrics/ddp.json"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,16 +13,24 @@ from pipeline.params import BenchmarkParams
 
 
 def listed_stages(project: Path) -> list[str]:
-    dvc = shutil.which("dvc")
+    """`dvc stage list --name-only` in `project` (read-only: it takes no repository lock)."""
+    # The venv's own dvc when the venv is not on PATH (pytest run as .venv/bin/pytest).
+    dvc = shutil.which("dvc") or shutil.which("dvc", path=str(Path(sys.executable).parent))
     if dvc is None:
-        pytest.skip("dvc is not on PATH")
+        pytest.skip("dvc is not installed")
     cmd = [dvc, "stage", "list", "--name-only"]
     out = subprocess.run(cmd, cwd=project, capture_output=True, text=True, check=True)
     return out.stdout.split()
 
 
 def grid_stages(grid: BenchmarkParams) -> list[str]:
-    """download, then split and warmup per (count, seed) cell, then one train run per method."""
-    cells = [f"{n}-{s}" for n in grid.labeled for s in grid.seeds]
-    names = ["download", *(f"split@{c}" for c in cells), *(f"warmup@{c}" for c in cells)]
-    return names + [f"train@{c}-{m}" for c in cells for m in grid.methods]
+    """benchmarks/protocol's matrix stages: download and pretrain once, then split and warmup
+    per (seed, count) cell, one train run per cell and method, and one ablate run per cell at
+    each of `ablation_labeled` and ablation. Matrix keys put the seed first, so one seed's runs
+    can be selected by prefix (`--only train@0-`)."""
+    cells = [f"{s}-{n}" for s in grid.seeds for n in grid.labeled]
+    names = ["download", "pretrain"]
+    names += [f"split@{c}" for c in cells] + [f"warmup@{c}" for c in cells]
+    names += [f"train@{c}-{m}" for c in cells for m in grid.methods]
+    ablated = [f"{s}-{n}" for s in grid.seeds for n in grid.ablation_labeled]
+    return names + [f"ablate@{c}-{a}" for c in ablated for a in grid.ablations]

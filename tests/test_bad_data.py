@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from imas.data import DataError
 from pipeline.cli import app
 
-DATA = Path("data/embedded")
+# The download stage's default root, where the tiny project keeps its digit scenes too.
+DATA = Path("data/garments")
 
 
 @pytest.fixture(scope="module")

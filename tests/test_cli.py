@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tiny_params import tiny
 from typer.testing import CliRunner
@@ -85,10 +86,20 @@ def test_stages_in_order(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert result.exit_code == 0, result.output
     assert len(list((workdir / "data/garments/JPEGImages").iterdir())) == 22
     assert json.loads((workdir / "data/garments/classes.json").read_text())[1] == "digit 0"
-    # Garment classification has nothing to learn from digit scenes: refused, naming why.
-    refused = invoke(workdir, monkeypatch, "pretrain")
+    # Garment classification has nothing to learn from digit scenes: refused, naming why, and
+    # nothing written.
+    section = "pretrain={crop: 16, images: 10, epochs: 1, batch_size: 5, lr: 0.1, " + (
+        "weight_decay: 0.0, seed: 0}"
+    )
+    refused = invoke(workdir, monkeypatch, "pretrain", "--set", section)
     assert refused.exit_code == 2 and "dataset: garments" in refused.output
     assert not (workdir / "models/pretrained.pt").exists()
+    # pretrain: null (the digit scenes here; the paper presets' ImageNet weights): an empty
+    # placeholder keeps the pipeline one graph, and no run loads it (model.pretrained: null).
+    skipped = invoke(workdir, monkeypatch, "pretrain")
+    assert skipped.exit_code == 0, skipped.output
+    assert torch.load(workdir / "models/pretrained.pt", weights_only=True) == {}
+    assert json.loads((workdir / "metrics/pretrain.json").read_text()) == {"images": 0}
 
     assert invoke(workdir, monkeypatch, "split").exit_code == 0
     assert (workdir / "data/split/labeled.txt").read_text().count("\n") == 3  # 4 ids

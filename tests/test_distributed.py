@@ -95,7 +95,7 @@ def test_train_stage_on_two_ranks_writes_once_and_evaluates_like_one_process(
     # Both ranks saw the same (summed) scores; the last two are the final student and teacher.
     assert [e["miou"] for e in ranks[0]["evals"]] == [e["miou"] for e in ranks[1]["evals"]]
     checkpoint = load_checkpoint(workdir / "models/ddp.pt")
-    val = val_loader(params, workdir / "data/embedded")
+    val = val_loader(params, workdir / "data/garments")
     for who, recorded in zip(("student", "teacher"), ranks[0]["evals"][-2:], strict=True):
         net = build_model(params.model)
         net.load_state_dict(checkpoint["last"][who])

@@ -71,8 +71,8 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
-def statuses(client: MlflowClient) -> dict[str, str]:
-    exp = client.get_experiment_by_name("imas-embedded")
+def statuses(client: MlflowClient, experiment: str) -> dict[str, str]:
+    exp = client.get_experiment_by_name(experiment)
     return {r.data.tags["stage"]: r.info.status for r in client.search_runs([exp.experiment_id])}
 
 
@@ -92,7 +92,8 @@ def test_no_stage_leaves_its_run_running(client: MlflowClient) -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored afterwards
     with stage_run("done", params, "x"):
         pass
-    assert statuses(client) == {
+    # The root params: the garment scenes, so runs go to the experiment imas-garments.
+    assert statuses(client, "imas-garments") == {
         "crashed": "FAILED",
         "ctrl-c": "KILLED",
         "sigterm": "KILLED",

@@ -43,7 +43,8 @@ MEAN_TEACHER = "ablate:mean_teacher-mean_teacher-4-s0"
 def tiny_pinned(raw: dict[str, Any]) -> dict[str, Any]:
     raw = tiny(raw)
     # Pinned, whatever params.yaml says: the checks tell the sections apart by these values.
-    raw["warmup"]["lr"], raw["train"]["lr"] = 0.1, 0.05
+    # Not by the LR: the training runs continue the warmup's schedule, so the two share it.
+    raw["warmup"]["batch_labeled"], raw["train"]["batch_labeled"] = 4, 2
     raw["train"]["adaptive"]["intensity"] = "mix"
     return raw
 
@@ -225,7 +226,8 @@ def test_training_stages_log_to_a_tracking_server(logged: Logged) -> None:
 
     warm = params_of(logged.runs[WARMUP])
     # The warmup's own section, not the `train` section it never read.
-    assert warm["effective.lr"] == warm["warmup.lr"] != warm["train.lr"]
+    assert warm["effective.batch_labeled"] == warm["warmup.batch_labeled"] == "4"
+    assert warm["train.batch_labeled"] == "2"
     assert warm["effective.adaptive.cutmix"] == "False"
     assert warm["effective.adaptive.intensity"] == "null"
     assert warm["effective.tau"] == "null"

@@ -34,7 +34,7 @@ def test_apply_keeps_comments_and_sets_the_setting(params_file: Path) -> None:
     assert result.exit_code == 0, result.output
     text = params_file.read_text()
     assert text.startswith("# Every experiment knob of the pipeline.")
-    assert "# built-in: MNIST digits on real photos" not in text  # that value changed ...
+    assert "# built-in: Fashion-MNIST garments" not in text  # that value changed ...
     assert "lambda_u: 3.0" in text and "tau: 0.95" in text
     assert "  cutmix: true         # make the CutMix view (SPEC §4)" in text  # ... this kept
     params = load_params(params_file)
@@ -44,6 +44,22 @@ def test_apply_keeps_comments_and_sets_the_setting(params_file: Path) -> None:
     assert params.train.batch_labeled == params.train.batch_unlabeled == 16
     assert params.train.lr == 0.001 and params.train.head_lr_mult == 10.0
     assert params.aug.crop == 513 and params.model.num_classes == 21
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_runs_the_papers_schedule_from_imagenet(params_file: Path, name: str) -> None:
+    params = presets.preset_params(name, params_file)
+    # No garment pretraining: the backbone starts from the preset's ImageNet checkpoint.
+    assert params.pretrain is None
+    assert str(params.model.pretrained).startswith("data/pretrained/resnet")
+    # Every run (iMAS, SupOnly = the `supervised` ablation, mean teacher) starts from ImageNet
+    # for the paper's whole schedule, evaluated every epoch; none continues the warmup.
+    runs = {"train": params.train} | {k: params.ablation(k) for k in params.ablations}
+    assert params.ablation("supervised").method == "supervised"
+    for where, run in runs.items():
+        assert run.init == "scratch", where
+        assert (run.epochs, run.eval_every) == (params.train.epochs, 1), where
+    assert params.warmup.eval_every == 1 and params.evaluate.split == "val"
 
 
 def test_cityscapes_preset_values(params_file: Path) -> None:

@@ -1,9 +1,10 @@
 """A queued sweep end to end: `dvc exp run --queue -S labeled=A,B` + `dvc queue start -j 2`.
 
-On a tiny copy of the project, up to `train` (download, split, warmup, train: every kind of stage
-a sweep runs, in about a minute). Both experiments run at once in DVC's temporary clones; their
-metrics must reach `dvc exp show`, their MLflow runs the project's own store, and each job must
-train with the threads the rule of pipeline/threads.py gives for two parallel jobs.
+On a tiny copy of the project (tiny garment scenes), up to `train` (download, pretrain, split,
+warmup, train: every kind of stage a sweep runs, in about a minute). Both experiments run at once
+in DVC's temporary clones; their metrics must reach `dvc exp show`, their MLflow runs the
+project's own store, and each job must train with the threads the rule of pipeline/threads.py
+gives for two parallel jobs.
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_pipeline_e2e
 import yaml
-from test_pipeline_e2e import ROOT, ignore, run
-from tiny_params import tiny
+from test_pipeline_e2e import ROOT, ignore, run, tiny_params
 
 from pipeline.dvc_context import QUEUE_WORKERS, queue_workers
 from pipeline.threads import cpu_count, threads_per_job
 
-LABELED = (3, 5)
+LABELED = (4, 8)  # at least a labeled batch (tiny_params: 4), within the 12 fine scenes
 THREADS = 2  # params.yaml's default: alone it is kept, in a `-j 2` queue capped at cores // 2
 TIMEOUT = 600
+# The dvc.yaml pipeline needs the garment scenes (its train stage starts from the pretrain
+# stage's backbone, which only they have), so Fashion-MNIST, as in test_pipeline_e2e.
+pytestmark = test_pipeline_e2e.pytestmark
 
 
 def queue_states(project: Path, env: dict) -> dict[str, str]:
@@ -74,7 +78,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
         pytest.skip("dvc is not installed")
     project = tmp_path_factory.mktemp("queue") / "imas"
     shutil.copytree(ROOT, project, ignore=ignore)
-    raw = tiny(yaml.safe_load((project / "params.yaml").read_text()))
+    raw = tiny_params(yaml.safe_load((project / "params.yaml").read_text()))
     raw["runtime"]["threads"] = THREADS
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = dict(os.environ)
@@ -146,7 +150,7 @@ def test_both_jobs_log_to_the_projects_store_with_shared_threads(sweep) -> None:
 
     names = {data["params"]["params.yaml"]["data"]["labeled"]: name for name, data in shown.items()}
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("imas-embedded")
+    exp = client.get_experiment_by_name("imas-garments")
     assert exp.artifact_location == (project / "mlruns").as_uri()
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
     expected = threads_per_job(THREADS, cpu_count(), 2)

@@ -157,7 +157,8 @@ def test_failed_download_leaves_no_root(voc_work: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["dataset=voc"], "model.num_classes=6 but dataset voc has 21 classes"),
+        # The built-in garments have 11 classes (background and the 10 Fashion-MNIST ones).
+        (["dataset=voc"], "model.num_classes=11 but dataset voc has 21 classes"),
         (
             ["dataset=voc", "model.num_classes=21", "evaluate.batch_size=2"],
             "evaluate.batch_size=2: VOC images differ in size, use 1",

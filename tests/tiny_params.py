@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 # The digit scenes: generated in a fraction of a second with no dataset files, so stage tests
-# run on them; the garment scenes have tests of their own (test_garment_pipeline.py).
+# run on them; the garment scenes have tests of their own (test_garments.py,
+# test_garment_dataset.py; test_pipeline_e2e.py and test_queue.py run dvc.yaml on tiny ones).
+# The stages' default dataset root is data/garments whatever the dataset, so it holds the digit
+# scenes in a tiny project.
 EMBEDDED = {
     "train_scenes": 16,
     "val_scenes": 6,
@@ -27,9 +30,14 @@ def tiny(raw: dict[str, Any]) -> dict[str, Any]:
     raw["model"].update(num_classes=6, pretrained=None)
     raw["aug"]["crop"] = 32
     for section in ("warmup", "train"):
-        raw[section].update(epochs=1, iters_per_epoch=2, batch_labeled=2, batch_unlabeled=2)
+        # An evaluation every epoch (root params evaluate every 8 / 20): the tests read a best
+        # epoch and a history row per epoch.
+        raw[section].update(
+            epochs=1, iters_per_epoch=2, batch_labeled=2, batch_unlabeled=2, eval_every=1
+        )
     raw["model"].update(width=4, aspp_channels=8, low_level_channels=4)
-    # The default pipeline's runs beside iMAS: SupOnly (the warmup continued) and mean teacher.
+    # The default pipeline's runs beside iMAS: SupOnly (the warmup's supervised continuation)
+    # and mean teacher.
     raw["ablations"] = {
         "supervised": {"method": "supervised"},
         "mean_teacher": {"method": "mean_teacher"},
