@@ -77,7 +77,7 @@ def run_grid(dvcfile: Path, jobs: int, only: Sequence[str] = (), dry: bool = Fal
         return 0
     # Each job gets cores // jobs torch threads (pipeline/threads.py reads IMAS_JOBS).
     env = {**os.environ, "IMAS_JOBS": str(jobs)}
-    waiting, running, failed, done = list(names), {}, set(), set()
+    waiting, running, failed = list(names), {}, set()
     while waiting or running:
         for name in list(waiting):
             if len(running) >= jobs:
@@ -105,7 +105,6 @@ def run_grid(dvcfile: Path, jobs: int, only: Sequence[str] = (), dry: bool = Fal
             minutes = (time.perf_counter() - start) / 60
             if proc.returncode == 0:
                 _commit(root, name, env)
-                done.add(name)
                 print(f"done {name} ({minutes:.1f} min)", flush=True)
             else:
                 failed.add(name)
