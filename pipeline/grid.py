@@ -9,7 +9,9 @@ folder; when it exits 0 the stage is committed (`dvc commit`), so dvc.lock holds
 `dvc repro` would have written, and a later `dvc repro` or `dvc status` sees it up to date. A
 failed stage stops nothing else but its own descendants; the command exits 1 at the end.
 Stages are taken in the order dvc.yaml lists them, each once its upstream stages are done, so
-an interrupted grid resumes where it stopped (finished stages are up to date).
+an interrupted grid resumes where it stopped (finished stages are up to date). With `--only`,
+the prefixes' order comes first: `--only ablate@0- --only train@1-` starts seed 0's ablations
+before seed 1's runs, yet a lane that would wait for an upstream stage takes a later one.
 """
 
 from __future__ import annotations
@@ -25,13 +27,24 @@ from typing import Annotated, Any
 import typer
 
 
+def run_order(names: Sequence[str], only: Sequence[str]) -> list[str]:
+    """`names` (in dvc.yaml order) that start with one of `only` (all of them without it),
+    ordered by the first prefix they match, dvc.yaml order within a prefix."""
+    if not only:
+        return list(names)
+
+    def rank(name: str) -> int | None:
+        return next((i for i, prefix in enumerate(only) if name.startswith(prefix)), None)
+
+    ranked = [(r, i, name) for i, name in enumerate(names) if (r := rank(name)) is not None]
+    return [name for _, _, name in sorted(ranked)]
+
+
 def _pending(repo: Any, dvcfile: Path, only: Sequence[str]) -> list[Any]:
     """Stages of `dvcfile` that are out of date (changed deps, params, command or missing
-    outputs), in dvc.yaml order; with `only`, those whose name starts with one of them."""
-    stages = [s for s in repo.index.stages if Path(s.path).resolve() == dvcfile.resolve()]
-    if only:
-        stages = [s for s in stages if any(s.name.startswith(prefix) for prefix in only)]
-    return [s for s in stages if s.changed()]
+    outputs), in `run_order`."""
+    stages = {s.name: s for s in repo.index.stages if Path(s.path).resolve() == dvcfile.resolve()}
+    return [stages[name] for name in run_order(list(stages), only) if stages[name].changed()]
 
 
 def _upstream(repo: Any, stage: Any) -> list[Any]:
@@ -117,7 +130,10 @@ def command(
     dvcfile: Annotated[Path, typer.Argument(help="the benchmark's dvc.yaml")],
     jobs: Annotated[int, typer.Option(min=1, help="stages run side by side")] = 2,
     only: Annotated[
-        list[str] | None, typer.Option(help="run only stages whose name starts with this")
+        list[str] | None,
+        typer.Option(
+            help="run only stages whose name starts with this; repeated, the first go first"
+        ),
     ] = None,
     dry: Annotated[bool, typer.Option(help="list the stages that would run")] = False,
 ) -> None:
