@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Fashion-MNIST, the garments of the built-in scenes: Debian's package where apt runs as root;
-# elsewhere imas/data/fashion_mnist.py downloads the official files (checksum-verified).
+# elsewhere pipeline/acquire/fashion_mnist.py downloads the official files (checksum-verified).
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 fashion-mnist:
 	@if [ -f $(FASHION_MNIST) ]; then :; \
@@ -36,7 +36,7 @@ repro: setup
 	$(BIN)/dvc repro
 
 # A queued sweep (README, Sweeps): one experiment per label count, JOBS at a time. IMAS_JOBS
-# tells each stage how many jobs share the cores (pipeline/threads.py); counting live queue
+# tells each stage how many jobs share the cores (pipeline/control/threads.py); counting live queue
 # workers instead can miss one that has not registered yet. Waits until all have run.
 LABELED ?= 92,183
 JOBS ?= 2
@@ -83,10 +83,10 @@ perf: setup
 # The plots page with local copies of its vega scripts, so that it renders with no network
 # (DVC's own page loads them from a CDN). The scripts are downloaded once, checksum-verified.
 plots-assets: setup
-	$(BIN)/python -m pipeline.plot_assets --out reports/plots/vendor
+	$(BIN)/python -m pipeline.reporting.plot_assets --out reports/plots/vendor
 
 plots: plots-assets
-	$(BIN)/dvc plots show --html-template pipeline/plots_page.html --out reports/plots
+	$(BIN)/dvc plots show --html-template pipeline/reporting/plots_page.html --out reports/plots
 
 lint: setup
 	$(BIN)/ruff check .

@@ -44,7 +44,7 @@ class EmbeddedDataConfig(Section):
 
 
 class GarmentsDataConfig(Section):
-    """The built-in dataset: Fashion-MNIST garments on CC0 photos (`imas.data.garments`), in
+    """The built-in dataset: Fashion-MNIST garments on CC0 photos (`pipeline.acquire.garments`), in
     VOC's shape: a train_aug pool whose first `fine_scenes` are the labeled pool (VOC's 1,464
     fine images), val, a tune split for every choice of ours, and test scenes of Fashion-MNIST's
     own test glyphs. Disjoint glyph pools: no garment appears twice anywhere."""
@@ -74,9 +74,9 @@ class GarmentsDataConfig(Section):
 
     @property
     def class_names(self) -> list[str]:
-        from imas.data.fashion_mnist import CLASSES
+        from imas.data.catalogue import GARMENT_CLASSES
 
-        return ["background", *CLASSES]
+        return list(GARMENT_CLASSES)
 
 
 class AugConfig(Section):

@@ -30,67 +30,70 @@ class Entry(NamedTuple):
 
 STAGES: dict[str, Entry] = {
     "download": Entry(
-        "pipeline.download",
+        "pipeline.stages.download",
         "command",
         "Create the dataset root: ImageSets/Segmentation lists, classes.json, images and masks.",
     ),
     "split": Entry(
-        "pipeline.split", "command", "Write the labeled and unlabeled id lists of the train pool."
+        "pipeline.stages.split",
+        "command",
+        "Write the labeled and unlabeled id lists of the train pool.",
     ),
     "pretrain": Entry(
-        "pipeline.pretrain",
+        "pipeline.stages.pretrain",
         "command",
         "Pretrain the backbone by garment classification on the dataset's pretraining pool.",
     ),
     "warmup": Entry(
-        "pipeline.warmup",
+        "pipeline.stages.warmup",
         "command",
         "Train the student on labeled images only, with the `warmup` section of params.",
     ),
     "train": Entry(
-        "pipeline.train",
+        "pipeline.stages.train",
         "command",
         "Teacher–student training with every adaptive part that params switch on.",
     ),
     "ablate": Entry(
-        "pipeline.ablate",
+        "pipeline.stages.ablate",
         "command",
         "Train with the `train` section overridden by `ablations.NAME`.",
     ),
     "evaluate": Entry(
-        "pipeline.evaluate",
+        "pipeline.stages.evaluate",
         "command",
         "Evaluate SupOnly and iMAS (teacher and student; best and last epoch) on val.",
     ),
     "report": Entry(
-        "pipeline.report",
+        "pipeline.reporting.report",
         "command",
         "Write results.md, metrics.json, results.csv and the figures from the metrics files.",
     ),
     "verdict": Entry(
-        "pipeline.verdict",
+        "pipeline.reporting.verdict",
         "command",
         "Judge the benchmark grid by the rules fixed before it ran: verdict JSON, a paper-style "
         "table with 95 % intervals over seeds, and forest, premise and easiness figures.",
     ),
     "grid": Entry(
-        "pipeline.grid",
+        "pipeline.control.grid",
         "command",
         "Run a DVC benchmark's out-of-date stages JOBS at a time and record them in dvc.lock.",
     ),
     "plots-assets": Entry(
-        "pipeline.plot_assets",
+        "pipeline.reporting.plot_assets",
         "command",
         "Download vega, vega-lite and vega-embed (pinned, checksum-verified) for the offline plots "
-        "page: `dvc plots show --html-template pipeline/plots_page.html --out reports/plots`.",
+        "page: `dvc plots show --html-template pipeline/reporting/plots_page.html --out "
+        "reports/plots`.",
     ),
     "preset": Entry(
-        "pipeline.presets",
+        "pipeline.config.presets",
         "command",
         "Switch params.yaml to a paper setting; `dvc exp run -S labeled=N` then picks the column.",
     ),
     "smoke": Entry(
-        "pipeline.smoke",
+        "pipeline.perf.smoke",
         "command",
         "One iMAS step and one evaluation at a preset's shape on this machine; time and memory.",
     ),

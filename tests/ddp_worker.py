@@ -165,8 +165,8 @@ def fit_worker(rank: int, world: int, port: int, folder: str) -> None:
 def stage_worker(rank: int, world: int, port: int, workdir: str, record: str) -> None:
     """One rank of the `train` stage, run in process (no relaunch): records which files the
     rank writes and what its evaluations return, in `record`/rank<N>.pt."""
-    import pipeline.training as training
-    from pipeline.params import load_params
+    import pipeline.training.runner as training
+    from pipeline.config.params import load_params
 
     _torchrun_env(rank, world, port)
     os.chdir(workdir)

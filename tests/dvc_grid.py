@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import BenchmarkParams
+from pipeline.config.params import BenchmarkParams
 
 
 def listed_stages(project: Path) -> list[str]:

@@ -77,7 +77,7 @@ def checkpoint(shapes: Shapes, seed: int) -> dict[str, Tensor]:
 def preset_cfg(arch: str, output_stride: int, pretrained: str | None = None) -> ModelConfig:
     """The model section of the paper preset at this stride (deep stem, multi-grid 1/2/4)."""
     base = yaml.safe_load((ROOT / "params.yaml").read_text())["model"]
-    preset = ROOT / f"pipeline/presets/cityscapes_r50_os{output_stride}.yaml"
+    preset = ROOT / f"pipeline/config/presets/cityscapes_r50_os{output_stride}.yaml"
     model = yaml.safe_load(preset.read_text())["model"]
     cfg = {**base, **model, "backbone": arch, "pretrained": pretrained}
     return ModelConfig.model_validate(cfg)

@@ -23,8 +23,9 @@ from PIL import Image
 
 from imas.config import AugConfig
 from imas.data import DataError
-from imas.data.cityscapes import (
-    CITYSCAPES_LAYOUT,
+from imas.data.catalogue import CITYSCAPES_LAYOUT
+from imas.data.datasets import LabeledDataset, UnlabeledDataset, ValDataset
+from pipeline.acquire.cityscapes import (
     NUM_CLASSES,
     PACKAGES,
     DownloadError,
@@ -34,7 +35,6 @@ from imas.data.cityscapes import (
     id_from_published,
     list_ids,
 )
-from imas.data.voc import LabeledDataset, UnlabeledDataset, ValDataset
 
 H, W = 8, 12
 TRAIN_A = "train/aachen/aachen_000000_000019"  # annotated by a labelIds PNG

@@ -25,11 +25,12 @@ from test_cityscapes import (  # noqa: F401  (fixtures: archives, site)
 from tiny_params import tiny_real
 from typer.testing import CliRunner, Result
 
-from imas.data import published
-from imas.data.cityscapes import PASSWORD_VAR, USERNAME_VAR
+from imas.data import catalogue
+from pipeline.acquire import split_lists as published
+from pipeline.acquire.cityscapes import PASSWORD_VAR, USERNAME_VAR
 from pipeline.cli import app
-from pipeline.common import train_loaders, val_loader
-from pipeline.params import load_params
+from pipeline.config.params import load_params
+from pipeline.training.common import train_loaders, val_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +67,7 @@ def _split_from_published(
         (root / rel).write_text(text)
         sha = hashlib.sha256(text.encode()).hexdigest()
         monkeypatch.setitem(published.SPLITS, rel, (len(lines), sha))
-    monkeypatch.setitem(published.FAMILIES, ("cityscapes", "classic"), (1,))
+    monkeypatch.setitem(catalogue.PUBLISHED_COUNTS, ("cityscapes", "classic"), (1,))
     args = ["--set", "data.split.source=published", "--set", f"data.split.urls=[{root.as_uri()}]"]
     return CliRunner().invoke(app, ["split", "--data", "data/cityscapes", *args])
 

@@ -54,8 +54,9 @@ def test_help_and_light_stages_do_not_import_torch() -> None:
         "    app(['--help'])\n"
         "except SystemExit as stop:\n"
         "    assert stop.code == 0, stop.code\n"
-        "import pipeline.download, pipeline.split, pipeline.report, pipeline.verdict\n"
-        "import pipeline.grid, pipeline.plots\n"
+        "import pipeline.stages.download, pipeline.stages.split\n"
+        "import pipeline.reporting.report, pipeline.reporting.verdict\n"
+        "import pipeline.control.grid, pipeline.reporting.plots\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
     )
     out = subprocess.run(

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from imas.config import EmbeddedDataConfig
-from imas.data.embedded import generate, load_assets, mnist_source_split, render_scene
 from imas.data.splits import read_list
+from pipeline.acquire.embedded import generate, load_assets, mnist_source_split, render_scene
 
 
 def _cfg(**kw) -> EmbeddedDataConfig:
@@ -93,7 +93,7 @@ def test_regenerate_replaces_existing_root(tmp_path) -> None:
 
 
 def test_failure_leaves_no_temp_and_keeps_old_root(tmp_path, monkeypatch) -> None:
-    import imas.data.embedded as emb
+    import pipeline.acquire.embedded as emb
 
     root = tmp_path / "d"
     generate(root, _cfg(train_scenes=2, val_scenes=1), seed=0)

@@ -12,9 +12,10 @@ from torch.utils.data import DataLoader
 
 from imas.config import AugConfig
 from imas.data import DataError
-from imas.data.layout import VOC_AUG_LAYOUT, VOC_LAYOUT, Layout, voc_palette
+from imas.data.catalogue import VOC_AUG_LAYOUT, VOC_LAYOUT
+from imas.data.datasets import LabeledDataset, UnlabeledDataset, ValDataset, read_image, read_mask
+from imas.data.layout import Layout, voc_palette
 from imas.data.transforms import denormalize, normalize, pad_fill, weak_transform
-from imas.data.voc import LabeledDataset, UnlabeledDataset, ValDataset, read_image, read_mask
 
 AUG = AugConfig(crop=24, scale=(0.5, 2.0), hflip=True, strong_ops=2)
 

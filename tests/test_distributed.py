@@ -20,8 +20,8 @@ from imas import distributed
 from imas.evaluate import evaluate
 from imas.model import build_model
 from pipeline.cli import app
-from pipeline.common import load_checkpoint, resume_path, val_loader
-from pipeline.params import load_params
+from pipeline.config.params import load_params
+from pipeline.training.common import load_checkpoint, resume_path, val_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 

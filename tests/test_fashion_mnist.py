@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from imas.data import DataError
-from imas.data import fashion_mnist as fm
+from pipeline.acquire import fashion_mnist as fm
 
 NAMES = [name for pair in fm.FILES.values() for name in pair]
 SMALL = {"train": 12, "test": 5}

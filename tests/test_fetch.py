@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from imas.data import DataError
-from imas.data.fetch import download, file_digest, safe_extract
+from pipeline.acquire.fetch import download, file_digest, safe_extract
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

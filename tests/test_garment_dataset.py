@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imas.data import fashion_mnist as fm
-from imas.data import garment_dataset as gd
-from imas.data.garments import SceneSpec
+from pipeline.acquire import fashion_mnist as fm
+from pipeline.acquire import garment_dataset as gd
+from pipeline.acquire.garments import SceneSpec
 
 SPEC = SceneSpec(size=32, objects=(1, 2), foreground=(0.25, 0.35))
 COUNTS = {"train": 6, "val": 3, "tune": 3, "test": 3}

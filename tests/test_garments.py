@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imas.data import fashion_mnist as fm
-from imas.data import garments as gm
-from imas.data.embedded import load_photos
+from imas.data.catalogue import IGNORE_INDEX
+from pipeline.acquire import fashion_mnist as fm
+from pipeline.acquire import garments as gm
+from pipeline.acquire.embedded import load_photos
 
 SPEC = gm.SceneSpec(size=64, objects=(1, 2), foreground=(0.25, 0.35))
 
@@ -23,7 +24,7 @@ def squares(n: int, side: int = 20) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fg_share(mask: np.ndarray) -> float:
-    return float(((mask != 0) & (mask != gm.IGNORE)).mean())
+    return float(((mask != 0) & (mask != IGNORE_INDEX)).mean())
 
 
 def test_silhouettes_close_holes_and_fills_are_their_share() -> None:
@@ -56,8 +57,8 @@ def test_scenes_meet_their_ranges_and_are_pure_functions_of_their_index() -> Non
     for i, ids in enumerate(scenes):
         scene = gm.render_scene(ids, glyphs, labels, photos, SPEC, 0, "train", i)
         assert 0.25 <= fg_share(scene.mask) <= 0.35
-        assert (scene.mask == gm.IGNORE).mean() <= 0.05
-        shown = set(np.unique(scene.mask).tolist()) - {0, gm.IGNORE}
+        assert (scene.mask == IGNORE_INDEX).mean() <= 0.05
+        shown = set(np.unique(scene.mask).tolist()) - {0, IGNORE_INDEX}
         assert shown <= {1 + int(labels[g]) for g in ids} and shown  # its garments' classes
         assert scene.image.dtype == np.uint8 and scene.image.shape == (64, 64, 3)
         again = gm.render_scene(ids, glyphs, labels, photos, SPEC, 0, "train", i)
@@ -93,7 +94,7 @@ def test_real_garment_scenes_keep_the_ranges_and_never_share_a_glyph() -> None:
         for i, ids in enumerate(scenes):
             scene = gm.render_scene(ids, glyphs, labels, photos, SPEC, 0, split, i)
             shares.append(fg_share(scene.mask))
-            rims.append(float((scene.mask == gm.IGNORE).mean()))
+            rims.append(float((scene.mask == IGNORE_INDEX).mean()))
         assert min(shares) >= 0.25 and max(shares) <= 0.35, split
         assert max(rims) <= 0.05 and np.mean(rims) < 0.03, split
     assert not used["train"] & used["val"]

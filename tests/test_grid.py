@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.grid import run_grid, run_order
+from pipeline.control.grid import run_grid, run_order
 
 # first@K writes fK; second@K copies it to sK. Each appends its name to order.log, which is
 # no stage's output, so the test can read the order they ran in.

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from imas.evaluate import iou
-from pipeline.intervals import miou_from_confusion, paired_bootstrap, paired_t
+from pipeline.reporting.intervals import miou_from_confusion, paired_bootstrap, paired_t
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
 

@@ -106,10 +106,12 @@ def test_paper_deviation_is_the_torchvision_stem_on_a_resnet() -> None:
     assert tiny.paper_deviation() is None
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "pipeline/presets").glob("*")))
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in (ROOT / "pipeline/config/presets").glob("*"))
+)
 def test_preset_model_sections_are_valid_paper_models(preset: str) -> None:
     base = yaml.safe_load((ROOT / "params.yaml").read_text())["model"]
-    overlay = yaml.safe_load((ROOT / "pipeline/presets" / f"{preset}.yaml").read_text())
+    overlay = yaml.safe_load((ROOT / "pipeline/config/presets" / f"{preset}.yaml").read_text())
     cfg = ModelConfig.model_validate({**base, **overlay["model"]})
     assert (cfg.stem, cfg.multi_grid, cfg.paper_deviation()) == ("deep", (1, 2, 4), None)
     assert cfg.aux_head == preset.startswith("cityscapes")

@@ -15,11 +15,11 @@ from tiny_project import build
 from typer.testing import CliRunner
 
 import imas.train
-import pipeline.training
+import pipeline.training.runner
 from imas.checkpoint import NonFiniteError, nonfinite_keys
 from imas.model import build_model
 from pipeline.cli import app
-from pipeline.common import load_resume, resume_path, save_checkpoint, save_resume
+from pipeline.training.common import load_resume, resume_path, save_checkpoint, save_resume
 
 
 def poison_after(model: torch.nn.Module, good_forwards: int) -> torch.nn.Module:
@@ -103,7 +103,7 @@ def test_the_warmup_stage_stops_on_nan_and_keeps_its_last_resume_checkpoint(
     monkeypatch.chdir(project)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.setattr(
-        pipeline.training, "build_model", lambda cfg: poison_after(build_model(cfg), 5)
+        pipeline.training.runner, "build_model", lambda cfg: poison_after(build_model(cfg), 5)
     )
     sets = ["warmup.epochs=2", "warmup.iters_per_epoch=4", "runtime.checkpoint_every=2"]
     args = ["warmup", "--out", "models/nan.pt", "--metrics", "metrics/nan.json"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.params import EvaluateParams, ParamsError, flatten, load_params
+from pipeline.config.params import EvaluateParams, ParamsError, flatten, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -228,10 +228,12 @@ def test_every_params_file_evaluates_whole_images(params_file: str) -> None:
     assert (ev.mode, ev.window, ev.stride) == ("whole", None, None)
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "pipeline/presets").glob("*")))
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in (ROOT / "pipeline/config/presets").glob("*"))
+)
 def test_preset_evaluate_sections_are_valid(preset: str) -> None:
     base = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
-    overlay = yaml.safe_load((ROOT / "pipeline/presets" / f"{preset}.yaml").read_text())
+    overlay = yaml.safe_load((ROOT / "pipeline/config/presets" / f"{preset}.yaml").read_text())
     ev = EvaluateParams.model_validate({**base, **overlay["evaluate"]})
     # SPEC §7: VOC whole image, Cityscapes 769 windows every 512 pixels, cut at the border as
     # the authors' validate_citys does
@@ -310,9 +312,11 @@ def test_parallel_and_speed_fields_default_off_and_take_valid_values(tmp_path: P
     assert switched.ablation("mean_teacher").accumulate == 2
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "pipeline/presets").glob("*")))
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in (ROOT / "pipeline/config/presets").glob("*"))
+)
 def test_presets_keep_the_published_total_batch_on_any_hardware(preset: str) -> None:
-    from pipeline.presets import preset_params
+    from pipeline.config.presets import preset_params
 
     params = preset_params(preset, ROOT / "params.yaml")
     for section in (params.warmup, params.train):

@@ -14,8 +14,8 @@ import yaml
 from tiny_project import STAGES, build, snapshot
 from typer.testing import CliRunner
 
-from pipeline import presets
 from pipeline.cli import app
+from pipeline.config import presets
 
 
 @pytest.fixture(scope="module")

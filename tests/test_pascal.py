@@ -14,8 +14,9 @@ import scipy.sparse
 from PIL import Image
 
 from imas.data import DataError
+from imas.data.datasets import read_mask
 from imas.data.layout import voc_palette
-from imas.data.pascal import (
+from pipeline.acquire.pascal import (
     SBD_SOURCE,
     VOC_SOURCE,
     build_segmentation_aug,
@@ -23,7 +24,6 @@ from imas.data.pascal import (
     read_sbd_mask,
     read_voc_mask,
 )
-from imas.data.voc import read_mask
 
 H, W = 6, 8
 # VOC train / val; SBD train / val (SBD overlaps both VOC sets, as on the real data).

@@ -19,7 +19,7 @@ from imas.hardness import confidence_maps, hardness_from_maps
 from imas.intensity import OPS
 from imas.model import build_model
 from pipeline.cli import app
-from pipeline.params import Params
+from pipeline.config.params import Params
 from pipeline.perf.augment_bench import _images, bench_augment
 from pipeline.perf.hardness_bench import authors_style_hardness, structured_probs
 from pipeline.perf.pil_ops import apply_op

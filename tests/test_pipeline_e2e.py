@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imas.data.fashion_mnist import DEBIAN_DIR
+from pipeline.acquire.fashion_mnist import DEBIAN_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 # The built-in garment scenes need Fashion-MNIST; the test does not download it (60 MB).

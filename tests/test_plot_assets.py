@@ -26,7 +26,7 @@ from dvc_render import render_html
 from dvc_render.vega import VegaRenderer
 from typer.testing import CliRunner
 
-from pipeline.plot_assets import (
+from pipeline.reporting.plot_assets import (
     ASSETS,
     PAGE_TEMPLATE,
     VENDOR,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import presets
 from pipeline.cli import app
-from pipeline.params import ParamsError, load_params
-from pipeline.published import PRESETS, PUBLISHED
+from pipeline.config import presets
+from pipeline.config.params import ParamsError, load_params
+from pipeline.reporting.paper_numbers import PRESETS, PUBLISHED
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from imas.config import ModelConfig
-from imas.data.embedded import load_photos
 from imas.model import build_model
-from imas.pretrain import pretrain_backbone, render_crops
+from imas.pretrain import pretrain_backbone
 from imas.weights import load_backbone_weights
+from pipeline.acquire.embedded import load_photos
+from pipeline.acquire.garments import render_crops
 
 MODEL = ModelConfig(
     backbone="tiny", num_classes=11, width=8, aspp_channels=8, aspp_rates=(1, 2, 3),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dvc_grid import grid_stages, listed_stages
 
-from pipeline.params import load_params
+from pipeline.config.params import load_params
 
 PROTOCOL = Path(__file__).resolve().parents[1] / "benchmarks" / "protocol"
 

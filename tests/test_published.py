@@ -9,17 +9,16 @@ from pathlib import Path
 import pytest
 
 from imas.data import DataError
-from imas.data.fetch import file_digest
-from imas.data.published import (
-    FAMILIES,
+from imas.data.catalogue import PUBLISHED_COUNTS, published_counts
+from imas.data.splits import make_split, read_list
+from pipeline.acquire.fetch import file_digest
+from pipeline.acquire.split_lists import (
     SPLITS,
     SPLITS_URL,
     fetch_split,
     fetch_val_list,
     generated_split,
-    published_counts,
 )
-from imas.data.splits import make_split, read_list
 
 SHARED = Path("/work/shared/published-splits")
 LISTS = {
@@ -112,7 +111,7 @@ def test_table_is_consistent() -> None:
     assert SPLITS_URL.endswith("/data/splits")
     pools = {"pascal": 10_582, "cityscapes": 2_975}
     listed = {"pascal/val.txt", "cityscapes/val.txt"}
-    for (dataset, _), counts in FAMILIES.items():
+    for (dataset, _), counts in PUBLISHED_COUNTS.items():
         for n in counts:
             lab, unl = SPLITS[f"{dataset}/{n}/labeled.txt"], SPLITS[f"{dataset}/{n}/unlabeled.txt"]
             assert lab[0] == n and lab[0] + unl[0] == pools[dataset], (dataset, n)

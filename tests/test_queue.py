@@ -3,8 +3,8 @@
 On a tiny copy of the project (tiny garment scenes), up to `train` (download, pretrain, split,
 warmup, train: every kind of stage a sweep runs, in about a minute). Both experiments run at once
 in DVC's temporary clones; their metrics must reach `dvc exp show`, their MLflow runs the
-project's own store, and each job must train with the threads the rule of pipeline/threads.py
-gives for two parallel jobs.
+project's own store, and each job must train with the threads the rule of
+pipeline/control/threads.py gives for two parallel jobs.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import test_pipeline_e2e
 import yaml
 from test_pipeline_e2e import ROOT, ignore, run, tiny_params
 
-from pipeline.dvc_context import QUEUE_WORKERS, queue_workers
-from pipeline.threads import cpu_count, threads_per_job
+from pipeline.control.dvc_context import QUEUE_WORKERS, queue_workers
+from pipeline.control.threads import cpu_count, threads_per_job
 
 LABELED = (4, 8)  # at least a labeled batch (tiny_params: 4), within the 12 fine scenes
 THREADS = 2  # params.yaml's default: alone it is kept, in a `-j 2` queue capped at cores // 2

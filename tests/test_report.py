@@ -12,9 +12,9 @@ import typer
 from matplotlib.image import imread
 from typer.testing import CliRunner, Result
 
-from pipeline import plots, report
-from pipeline.outputs import HISTORY_FIELDS
-from pipeline.report_inputs import ablation_name
+from pipeline.control.outputs import HISTORY_FIELDS
+from pipeline.reporting import plots, report
+from pipeline.reporting.report_inputs import ablation_name
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS = {"dataset": "embedded", "labeled images": 6, "seed": 0, "model backbone": "tiny"}
@@ -274,7 +274,7 @@ def test_histories_from_before_the_later_diagnostics_still_report(
 
 
 def test_ablation_names() -> None:
-    # Named where the report's inputs are read (pipeline/report_inputs.py).
+    # Named where the report's inputs are read (pipeline/reporting/report_inputs.py).
     assert ablation_name("supervised") == "SupOnly"
     assert ablation_name("no_adaptive_cutmix") == "iMAS w/o adaptive CutMix (p=0.5, random pairs)"
     assert ablation_name("tau_095") == "iMAS ablation: tau_095"

@@ -19,7 +19,13 @@ from tiny_project import build
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.common import ResumeError, load_resume, resume_path, save_checkpoint, save_resume
+from pipeline.training.common import (
+    ResumeError,
+    load_resume,
+    resume_path,
+    save_checkpoint,
+    save_resume,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # 3 epochs of 10 steps, a resume state every 12: the first one is taken after epoch 0's

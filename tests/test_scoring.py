@@ -15,9 +15,9 @@ from test_train import MODEL, Squares
 from imas.evaluate import evaluate
 from imas.model import build_model
 from imas.premise import premise_rows, spearman
-from pipeline.params import ParamsError, load_params
-from pipeline.scoring import premise_sample
-from pipeline.training import continued_schedule
+from pipeline.config.params import ParamsError, load_params
+from pipeline.training.runner import continued_schedule
+from pipeline.training.scoring import premise_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 

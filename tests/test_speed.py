@@ -17,8 +17,8 @@ import imas.train
 from imas.config import SpeedConfig
 from imas.model import build_model
 from imas.speed import prepare
-from pipeline.params import load_params
-from pipeline.training import _speed
+from pipeline.config.params import load_params
+from pipeline.training.runner import _speed
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import threads
-from pipeline.dvc_context import project_root, queue_workers
-from pipeline.params import ParamsError, load_params
-from pipeline.threads import applied, apply_threads, parallel_jobs, threads_per_job
+from pipeline.config.params import ParamsError, load_params
+from pipeline.control import threads
+from pipeline.control.dvc_context import project_root, queue_workers
+from pipeline.control.threads import applied, apply_threads, parallel_jobs, threads_per_job
 
 REPO = Path(__file__).resolve().parents[1]
 

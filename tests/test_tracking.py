@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params import load_params
-from pipeline.tracking import effective_params, stage_run, store_root, tracking_uri
+from pipeline.config.params import load_params
+from pipeline.control.tracking import effective_params, stage_run, store_root, tracking_uri
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,8 +173,8 @@ _OPEN_STORE = """
 import sys, time
 from pathlib import Path
 import mlflow  # imported before the start signal, so both processes reach the store together
-from pipeline.params import load_params
-from pipeline.tracking import stage_run
+from pipeline.config.params import load_params
+from pipeline.control.tracking import stage_run
 
 params = load_params(Path(sys.argv[1]), [f"runtime.experiment=race-{sys.argv[2]}"])
 Path(f"ready-{sys.argv[3]}").touch()

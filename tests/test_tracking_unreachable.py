@@ -13,7 +13,7 @@ from tiny_project import STAGES, build, snapshot
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.tracking import TrackingError, check_reachable
+from pipeline.control.tracking import TrackingError, check_reachable
 
 
 def closed_port() -> int:

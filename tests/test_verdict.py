@@ -12,9 +12,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.intervals import Interval
-from pipeline.params import load_params
-from pipeline.verdict import command, compare, judge, load_grid, premise_correlations
+from pipeline.config.params import load_params
+from pipeline.reporting.intervals import Interval
+from pipeline.reporting.verdict import command, compare, judge, load_grid, premise_correlations
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = {

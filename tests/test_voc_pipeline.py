@@ -17,10 +17,12 @@ from test_pascal import TRAIN_AUG, VAL, VOC_TRAIN, _archive, make_raw
 from tiny_params import tiny_real
 from typer.testing import CliRunner
 
-from imas.data import pascal, published
+from imas.data import catalogue
+from pipeline.acquire import pascal
+from pipeline.acquire import split_lists as published
 from pipeline.cli import app
-from pipeline.common import train_loaders, val_loader
-from pipeline.params import ParamsError, load_params
+from pipeline.config.params import ParamsError, load_params
+from pipeline.training.common import train_loaders, val_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +63,7 @@ def _publish(work: Path, monkeypatch: pytest.MonkeyPatch, lists: dict[str, list[
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
         monkeypatch.setitem(published.SPLITS, rel, (len(ids), _sha(text)))
-    monkeypatch.setitem(published.FAMILIES, ("pascal", "classic"), (1,))
+    monkeypatch.setitem(catalogue.PUBLISHED_COUNTS, ("pascal", "classic"), (1,))
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["data"]["split"].update(source="published", urls=[root.as_uri()])
     (work / "params.yaml").write_text(yaml.safe_dump(params))

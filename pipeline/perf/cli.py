@@ -9,7 +9,7 @@ from typing import Annotated
 import torch
 import typer
 
-from pipeline.outputs import write_json
+from pipeline.control.outputs import write_json
 from pipeline.perf import augment_bench, hardness_bench, repro_bench, step_bench
 from pipeline.perf.report import render
 from pipeline.perf.timing import machine
@@ -65,7 +65,7 @@ def augment_command(
 ) -> None:
     """Strong views per second: ours (torch, training process) vs PIL in loader workers."""
     torch.set_num_threads(threads)
-    from pipeline.params import load_params
+    from pipeline.config.params import load_params
 
     k = load_params(Path("params.yaml")).aug.strong_ops
     result = augment_bench.bench_augment(side, batch, batches, k, workers)
@@ -79,8 +79,8 @@ def augment_command(
 def _default_setup(params_file: Path, data: Path, split: Path, init: Path):
     """The default pipeline's model (warmup weights), training section and loaders."""
     from imas.model import build_model
-    from pipeline.common import load_checkpoint, train_loaders
-    from pipeline.params import load_params
+    from pipeline.config.params import load_params
+    from pipeline.training.common import load_checkpoint, train_loaders
 
     params = load_params(params_file)
     for path in (data, split / "labeled.txt", init):
@@ -151,7 +151,7 @@ def profile_command(
     table = step_bench.profile_steps(
         make_model, batches, params.train, params.aug.strong_ops, steps
     )
-    from pipeline.outputs import atomic_path
+    from pipeline.control.outputs import atomic_path
 
     with atomic_path(out) as tmp:
         tmp.write_text(table)
@@ -177,7 +177,7 @@ def report_command(
     out: Annotated[Path, typer.Option(help="markdown report")] = Path("reports/benchmarks.md"),
 ) -> None:
     """Render reports/benchmarks.md from the benchmark JSONs."""
-    from pipeline.outputs import atomic_path
+    from pipeline.control.outputs import atomic_path
 
     text = render(in_dir)
     with atomic_path(out) as tmp:
