@@ -45,18 +45,18 @@ STAGES: dict[str, Entry] = {
         "Pretrain the backbone by garment classification on the dataset's pretraining pool.",
     ),
     "warmup": Entry(
-        "pipeline.stages.warmup",
-        "command",
+        "pipeline.stages.train",
+        "warmup",
         "Train the student on labeled images only, with the `warmup` section of params.",
     ),
     "train": Entry(
         "pipeline.stages.train",
-        "command",
+        "train",
         "Teacher–student training with every adaptive part that params switch on.",
     ),
     "ablate": Entry(
-        "pipeline.stages.ablate",
-        "command",
+        "pipeline.stages.train",
+        "ablate",
         "Train with the `train` section overridden by `ablations.NAME`.",
     ),
     "evaluate": Entry(
@@ -65,12 +65,12 @@ STAGES: dict[str, Entry] = {
         "Evaluate SupOnly and iMAS (teacher and student; best and last epoch) on val.",
     ),
     "report": Entry(
-        "pipeline.reporting.report",
+        "pipeline.stages.report",
         "command",
         "Write results.md, metrics.json, results.csv and the figures from the metrics files.",
     ),
     "verdict": Entry(
-        "pipeline.reporting.verdict",
+        "pipeline.stages.verdict",
         "command",
         "Judge the benchmark grid by the rules fixed before it ran: verdict JSON, a paper-style "
         "table with 95 % intervals over seeds, and forest, premise and easiness figures.",

@@ -30,7 +30,7 @@ from pipeline.acquire import split_lists as published
 from pipeline.acquire.cityscapes import PASSWORD_VAR, USERNAME_VAR
 from pipeline.cli import app
 from pipeline.config.params import load_params
-from pipeline.training.common import train_loaders, val_loader
+from pipeline.training.loaders import train_loaders, val_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,8 @@ from imas.evaluate import evaluate
 from imas.model import build_model
 from pipeline.cli import app
 from pipeline.config.params import load_params
-from pipeline.training.common import load_checkpoint, resume_path, val_loader
+from pipeline.training.checkpoints import load_checkpoint, resume_path
+from pipeline.training.loaders import val_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from imas.train import Interrupted
 from pipeline.cli import app
 from pipeline.config.params import load_params
 from pipeline.control.tracking import Terminated, stage_run
-from pipeline.training.common import resume_path
+from pipeline.training.checkpoints import resume_path
 
 ROOT = Path(__file__).resolve().parents[1]
 ITERS = 60  # 2 epochs: 120 iterations, about 4 s, so a signal lands mid-training

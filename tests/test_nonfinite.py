@@ -19,7 +19,7 @@ import pipeline.training.runner
 from imas.checkpoint import NonFiniteError, nonfinite_keys
 from imas.model import build_model
 from pipeline.cli import app
-from pipeline.training.common import load_resume, resume_path, save_checkpoint, save_resume
+from pipeline.training.checkpoints import load_resume, resume_path, save_checkpoint, save_resume
 
 
 def poison_after(model: torch.nn.Module, good_forwards: int) -> torch.nn.Module:

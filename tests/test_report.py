@@ -14,7 +14,8 @@ from typer.testing import CliRunner, Result
 
 from pipeline.control.outputs import HISTORY_FIELDS
 from pipeline.reporting import plots, report
-from pipeline.reporting.report_inputs import ablation_name
+from pipeline.reporting.report_inputs import ReportInputError, ablation_name
+from pipeline.stages import report as report_stage
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS = {"dataset": "embedded", "labeled images": 6, "seed": 0, "model backbone": "tiny"}
@@ -214,9 +215,7 @@ def test_missing_file_is_named_and_nothing_written(
     metrics_dir: Path, tmp_path: Path, name: str
 ) -> None:
     (metrics_dir / name).unlink()
-    with pytest.raises(
-        report.ReportInputError, match=re.escape(f"{metrics_dir / name}: no such file")
-    ):
+    with pytest.raises(ReportInputError, match=re.escape(f"{metrics_dir / name}: no such file")):
         report.build_report(metrics_dir, tmp_path / "reports", FACTS)
     assert not (tmp_path / "reports").exists()
 
@@ -224,9 +223,7 @@ def test_missing_file_is_named_and_nothing_written(
 def test_listed_ablations_are_required_and_others_ignored(
     metrics_dir: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(
-        report.ReportInputError, match=r"ablate/no_adaptive_cutmix\.json: no such file"
-    ):
+    with pytest.raises(ReportInputError, match=r"ablate/no_adaptive_cutmix\.json: no such file"):
         report.load_inputs(metrics_dir, ["mean_teacher", "no_adaptive_cutmix"])
     inputs = report.load_inputs(metrics_dir, ["no_loss_weight", "supervised"])
     assert [r.name for r in inputs.runs] == ["SupOnly", "iMAS w/o loss weighting", "iMAS"]
@@ -269,7 +266,7 @@ def test_histories_from_before_the_later_diagnostics_still_report(
     assert "(the teacher's copy phase): not recorded." in md
     # Other columns stay required.
     (metrics_dir / "train_history.csv").write_text(_history([{"epoch": 1}], ["epoch", "loss"]))
-    with pytest.raises(report.ReportInputError, match=r"train_history\.csv: missing column"):
+    with pytest.raises(ReportInputError, match=r"train_history\.csv: missing column"):
         report.build_report(metrics_dir, tmp_path / "again", FACTS)
 
 
@@ -282,7 +279,7 @@ def test_ablation_names() -> None:
 
 def test_malformed_summary_names_file_and_key(metrics_dir: Path, tmp_path: Path) -> None:
     (metrics_dir / "train.json").write_text(json.dumps({"method": "imas", "miou": 1.0}))
-    with pytest.raises(report.ReportInputError, match=r"train\.json: missing key\(s\) best_epoch"):
+    with pytest.raises(ReportInputError, match=r"train\.json: missing key\(s\) best_epoch"):
         report.build_report(metrics_dir, tmp_path / "reports", FACTS)
 
 
@@ -304,7 +301,7 @@ def test_qualitative_grid_is_deterministic(tmp_path: Path) -> None:
 def _app() -> typer.Typer:
     # The stage command alone, so the test does not depend on every other stage importing.
     app = typer.Typer()
-    app.command()(report.command)
+    app.command()(report_stage.command)
     return app
 
 
@@ -364,7 +361,7 @@ def test_histogram_epochs_spread_first_to_last() -> None:
 def test_hardness_out_of_range_names_file_and_line(metrics_dir: Path, tmp_path: Path) -> None:
     path = metrics_dir / "train_hardness.csv"
     path.write_text("epoch,hardness\n0,0.5\n0,1.25\n")
-    with pytest.raises(report.ReportInputError, match=r"train_hardness\.csv: line 3: hardness"):
+    with pytest.raises(ReportInputError, match=r"train_hardness\.csv: line 3: hardness"):
         report.build_report(metrics_dir, tmp_path / "reports", FACTS)
     assert not (tmp_path / "reports").exists()
 

@@ -19,7 +19,7 @@ from tiny_project import build
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.training.common import (
+from pipeline.training.checkpoints import (
     ResumeError,
     load_resume,
     resume_path,

@@ -14,7 +14,7 @@ import torch
 from imas.model import build_model
 from imas.weights import load_pretrained, read_state_dict
 from pipeline.config.params import load_params
-from pipeline.training.common import ResumeError, load_checkpoint, load_resume
+from pipeline.training.checkpoints import ResumeError, load_checkpoint, load_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".git", ".venv", ".dvc", "data", "models", "node_modules", "__pycache__"}

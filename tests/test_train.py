@@ -341,7 +341,7 @@ def test_strong_and_cutmix_views_are_made_from_the_loaders_weak_batch(
 
 
 def test_checkpoints_are_byte_stable_and_round_trip(tmp_path) -> None:
-    from pipeline.training.common import load_checkpoint, save_checkpoint
+    from pipeline.training.checkpoints import load_checkpoint, save_checkpoint
 
     payload = {"best": {"student": build_model(MODEL).state_dict()}, "best_epoch": 3}
     save_checkpoint(tmp_path / "a.pt", payload)

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from pipeline.config.params import load_params
 from pipeline.reporting.intervals import Interval
-from pipeline.reporting.verdict import command, compare, judge, load_grid, premise_correlations
+from pipeline.reporting.verdict import compare, judge, load_grid, premise_correlations
+from pipeline.stages.verdict import command
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATIONS = {

@@ -80,7 +80,8 @@ def _default_setup(params_file: Path, data: Path, split: Path, init: Path):
     """The default pipeline's model (warmup weights), training section and loaders."""
     from imas.model import build_model
     from pipeline.config.params import load_params
-    from pipeline.training.common import load_checkpoint, train_loaders
+    from pipeline.training.checkpoints import load_checkpoint
+    from pipeline.training.loaders import train_loaders
 
     params = load_params(params_file)
     for path in (data, split / "labeled.txt", init):

@@ -155,7 +155,7 @@ def profile_steps(
 def eval_throughput(params: Any, data: Any, model: nn.Module) -> float:
     """Images per second of a whole-val evaluation (the default pipeline's loader)."""
     from imas.evaluate import evaluate
-    from pipeline.training.common import val_loader
+    from pipeline.training.loaders import val_loader
 
     loader = val_loader(params, data)
     images = len(loader.dataset)

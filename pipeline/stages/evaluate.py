@@ -18,9 +18,11 @@ from imas.evaluate import evaluate, predict
 from imas.model import build_model
 from pipeline.config.options import DataOpt, ParamsOpt, SetOpt, params_or_exit
 from pipeline.control.outputs import write_json
+from pipeline.control.runtime import setup_runtime
 from pipeline.control.tracking import stage_run
 from pipeline.reporting.plots import qualitative_grid
-from pipeline.training.common import load_checkpoint, setup_runtime, val_loader
+from pipeline.training.checkpoints import load_checkpoint
+from pipeline.training.loaders import val_loader
 
 
 def _points(values: list[float]) -> list[float | None]:

@@ -25,8 +25,8 @@ from pipeline.acquire.embedded import load_photos
 from pipeline.acquire.garments import render_crops
 from pipeline.config.options import DataOpt, ParamsOpt, SetOpt, params_or_exit
 from pipeline.control.outputs import atomic_path, write_json
+from pipeline.control.runtime import setup_runtime
 from pipeline.control.tracking import stage_run
-from pipeline.training.common import setup_runtime
 
 
 def command(

@@ -20,19 +20,18 @@ from imas.weights import load_pretrained
 from pipeline.config.params import Params
 from pipeline.control.launch import relaunch_under_torchrun
 from pipeline.control.outputs import write_hardness, write_history, write_json
+from pipeline.control.runtime import setup_runtime
 from pipeline.control.stopping import training_stops
 from pipeline.control.tracking import Tracker, stage_run
-from pipeline.training.common import (
+from pipeline.training.checkpoints import (
     load_checkpoint,
     load_resume,
     remove_resume_temps,
     resume_path,
     save_checkpoint,
     save_resume,
-    setup_runtime,
-    train_loaders,
-    val_loader,
 )
+from pipeline.training.loaders import train_loaders, val_loader
 from pipeline.training.scoring import premise_hook, score_test, write_premise
 
 

@@ -24,7 +24,7 @@ from imas.premise import premise_rows, spearman
 from imas.train import EvalHook, FitResult
 from pipeline.config.params import Params
 from pipeline.control.outputs import atomic_path
-from pipeline.training.common import ids_loader, val_loader
+from pipeline.training.loaders import ids_loader, val_loader
 
 # Unlabeled images the premise is measured on: evenly spaced over the unlabeled list, so the
 # sample is fixed by the split alone.
