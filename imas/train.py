@@ -320,7 +320,7 @@ def fit(
     checkpoint_every: int = 0,
     on_checkpoint: CheckpointFn | None = None,
     resume: dict[str, Any] | None = None,
-    speed: SpeedConfig = SpeedConfig(),
+    speed: SpeedConfig | None = None,
     should_stop: Callable[[], bool] | None = None,
     schedule: tuple[int, int] | None = None,
     optimizer_state: dict[str, Any] | None = None,
@@ -328,12 +328,12 @@ def fit(
 ) -> FitResult:
     """Train `student` (in place) by `cfg.method`; evaluate every `cfg.eval_every` epochs.
 
-    An iteration is one optimizer step over `cfg.accumulate` micro-batches from each loader
-    (the loaders yield micro-batches); the LR schedule, the EMA and the step count advance once
-    per iteration. Inside a process group (`imas.distributed`) every rank calls `fit` with its
-    shard of the data: the student trains under DistributedDataParallel, `evaluate_fn` must
-    return the same score on every rank, and the history, hardness and logged diagnostics cover
-    all ranks. `speed` switches channels-last, torch.compile, bf16 autocast and SyncBatchNorm.
+    An iteration is one optimizer step over `cfg.accumulate` micro-batches from each loader (the
+    loaders yield micro-batches); the LR schedule, the EMA and the step count advance once per
+    iteration. Inside a process group (`imas.distributed`) every rank calls `fit` with its shard of
+    the data: the student trains under DistributedDataParallel, `evaluate_fn` must return the same
+    score on every rank, and the history, hardness and logged diagnostics cover all ranks. `speed`
+    switches channels-last, torch.compile, bf16 autocast and SyncBatchNorm (none: all off).
 
     Every `checkpoint_every` iterations (0: never) `on_checkpoint` receives the resume state
     (on rank 0 only; it holds every rank's RNG streams and loader positions): weights,
@@ -370,6 +370,7 @@ def fit(
         raise ValueError(f"aux_weight={cfg.aux_weight} needs a model with an auxiliary head")
     device = torch.device(device)
     student.to(device).train()
+    speed = speed or SpeedConfig.off()
     net = prepare(student, speed, device, find_unused=has_aux and cfg.aux_weight == 0)
     teacher = make_teacher(student) if semi else None  # after `prepare`: DDP synced the weights
     optimizer = torch.optim.SGD(

@@ -153,7 +153,7 @@ def fit_worker(rank: int, world: int, port: int, folder: str) -> None:
             _assert_same(resumed, plain, f"resumed from {path.name}")
 
         try:
-            _fit_squares(rank, speed=SpeedConfig(sync_bn=True))
+            _fit_squares(rank, speed=SpeedConfig.off().model_copy(update=dict(sync_bn=True)))
         except ValueError as err:
             assert "runtime.sync_bn" in str(err) and "CUDA" in str(err), err
         else:

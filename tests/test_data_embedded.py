@@ -17,7 +17,7 @@ from pipeline.acquire.embedded import generate, load_assets, mnist_source_split,
 def _cfg(**kw) -> EmbeddedDataConfig:
     base = dict(
         train_scenes=20, val_scenes=10, size=32, digits=tuple(range(10)), digits_per_scene=(1, 3),
-        digit_size=(12, 24), ignore_border=True,
+        digit_size=(12, 24), ignore_border=True, stroke=0,
     )  # fmt: skip
     base.update(kw)
     return EmbeddedDataConfig(**base)

@@ -18,9 +18,12 @@ from imas.config import SpeedConfig
 from imas.model import build_model
 from imas.speed import prepare
 from pipeline.config.params import load_params
-from pipeline.training.runner import _speed
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _on(**switches: object) -> SpeedConfig:
+    return SpeedConfig.off().model_copy(update=switches)
 
 
 def spy_forwards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, torch.dtype]]:
@@ -56,7 +59,7 @@ def test_bf16_autocast_trains_on_cpu_with_float32_hardness_and_losses(
         return real_unsup(logits, *args)
 
     monkeypatch.setattr(imas.train, "unsupervised_loss", unsupervised_loss)
-    result, logged = run_fit(config("imas"), speed=SpeedConfig(amp="bf16"))
+    result, logged = run_fit(config("imas"), speed=_on(amp="bf16"))
 
     # Per step the student's and the teacher's no-grad forwards and the gradient forward; the
     # caller's evaluation (after each epoch) runs as the caller chooses: here in float32.
@@ -101,7 +104,7 @@ def test_compile_wraps_the_training_forward_only(monkeypatch: pytest.MonkeyPatch
     cfg = config("imas")
     plain, _ = run_fit(cfg)
     assert compiled == []  # off by default
-    result, _ = run_fit(cfg, speed=SpeedConfig(compile=True))
+    result, _ = run_fit(cfg, speed=_on(compile=True))
     [wrapper] = compiled
     assert isinstance(wrapper.inner, imas.model.DeepLabV3Plus)
     assert wrapper.calls == cfg.epochs * cfg.iters_per_epoch  # the one gradient forward a step
@@ -111,24 +114,34 @@ def test_compile_wraps_the_training_forward_only(monkeypatch: pytest.MonkeyPatch
 def test_channels_last_is_refused_on_cpu() -> None:
     # torch's CPU channels-last backward of a strided 1x1 conv corrupted the heap in CI.
     with pytest.raises(ValueError, match=r"runtime\.channels_last: true is a CUDA switch"):
-        run_fit(config("imas"), speed=SpeedConfig(channels_last=True))
+        run_fit(config("imas"), speed=_on(channels_last=True))
 
 
 def test_channels_last_converts_the_student_for_cuda() -> None:
     # No GPU here: `prepare` is called for a CUDA device but nothing runs, so the conversion
     # itself is what is checked (without a process group no CUDA call is made).
     model = build_model(MODEL)
-    net = prepare(model, SpeedConfig(channels_last=True), torch.device("cuda"), find_unused=False)
+    net = prepare(
+        model,
+        _on(channels_last=True),
+        torch.device("cuda"),
+        find_unused=False,
+    )
     convs = [t for t in model.state_dict().values() if t.ndim == 4]
     assert convs and all(t.is_contiguous(memory_format=torch.channels_last) for t in convs)
     assert net.forward is model and net.ddp is None
 
 
-def test_runtime_params_reach_fit() -> None:
+def test_the_runtime_section_is_the_speed_config_fit_gets() -> None:
+    # One model: runtime declares no speed field of its own, so nothing is copied on the way.
     params = load_params(ROOT / "params.yaml")
-    assert _speed(params) == SpeedConfig()  # every switch off in the repository's params
+    assert isinstance(params.runtime, SpeedConfig)
+    fields = list(SpeedConfig.model_fields)
+    off = SpeedConfig.off()
+    # Every switch off in the repository's params.
+    assert [getattr(params.runtime, f) for f in fields] == [getattr(off, f) for f in fields]
     switched = load_params(
         ROOT / "params.yaml",
         ["runtime.amp=bf16", "runtime.channels_last=true", "runtime.compile=true"],
     )
-    assert _speed(switched) == SpeedConfig(amp="bf16", channels_last=True, compile=True)
+    assert [getattr(switched.runtime, f) for f in fields] == ["bf16", True, True, False]

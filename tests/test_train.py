@@ -15,7 +15,7 @@ from torch import nn
 
 import imas.model
 import imas.train
-from imas.config import AdaptiveConfig, ModelConfig, TrainConfig
+from imas.config import TEACHER_STUDENT_ONLY, TRAIN_CONFIG, AdaptiveConfig, ModelConfig, TrainConfig
 from imas.data.transforms import normalize
 from imas.evaluate import evaluate
 from imas.model import build_model
@@ -76,12 +76,13 @@ def config(method: str, **adaptive) -> TrainConfig:
         signal="easiness",
     )
     switches.update(adaptive)
-    return TrainConfig(
+    fields = dict(
         method=method,
         epochs=2,
         iters_per_epoch=3,
         batch_labeled=2,
         batch_unlabeled=4,
+        accumulate=1,
         lr=0.01,
         head_lr_mult=1.0,
         weight_decay=1e-4,
@@ -97,6 +98,9 @@ def config(method: str, **adaptive) -> TrainConfig:
         drop_weak_forward=False,
         adaptive=AdaptiveConfig(**switches),
     )
+    if method == "supervised":  # no teacher: none of its knobs
+        fields = {k: v for k, v in fields.items() if k not in TEACHER_STUDENT_ONLY}
+    return TRAIN_CONFIG.validate_python(fields)
 
 
 def run_fit(
@@ -433,7 +437,7 @@ def test_ohem_replaces_the_supervised_cross_entropy(
     monkeypatch.setattr(imas.train, "ohem_loss", ohem)
     monkeypatch.setattr(imas.train, "supervised_loss", plain)
     update = {"ohem": {"thresh": 0.6, "min_kept": 50}, "aux_weight": 0.4 if aux else 0.0}
-    cfg = TrainConfig.model_validate({**config("imas").model_dump(), **update})
+    cfg = TRAIN_CONFIG.validate_python({**config("imas").model_dump(), **update})
     run_fit(cfg, model_cfg=AUX_MODEL if aux else MODEL)
     steps = cfg.epochs * cfg.iters_per_epoch
     assert calls == [(0.6, 50)] * steps * (2 if aux else 1)

@@ -17,6 +17,7 @@ EMBEDDED = {
     "digits_per_scene": [1, 3],
     "digit_size": [12, 20],
     "ignore_border": True,
+    "stroke": 0,
 }
 
 

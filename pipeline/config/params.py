@@ -14,17 +14,28 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from imas.config import (
+    TEACHER_STUDENT_ONLY,
     AugConfig,
     EmbeddedDataConfig,
     GarmentsDataConfig,
     ModelConfig,
     Section,
-    TrainConfig,
+    SpeedConfig,
+    SupervisedConfig,
+    TeacherStudentConfig,
 )
 from imas.data.catalogue import published_counts
+from pipeline.config.merge import merge
 from pipeline.reporting.paper_numbers import PRESETS, PUBLISHED
 
 
@@ -68,29 +79,34 @@ class DataParams(Section):
     cityscapes: CityscapesParams
 
 
-class TrainingParams(TrainConfig):
-    """A training section of params.yaml: the library's config with `accumulate` required."""
-
-    accumulate: int = Field(
-        ge=1,
-        description="micro-batches per optimizer step; the batch sizes stay the step's total",
-    )
-
-
-class WarmupParams(TrainingParams):
-    @model_validator(mode="after")
-    def _supervised(self) -> WarmupParams:
-        if self.method != "supervised":
-            raise ValueError(f"warmup.method must be 'supervised', got {self.method!r}")
-        return self
-
-
-class SemiParams(TrainingParams):
+class _Continues(Section):
     init: Literal["continue", "warmup", "scratch"] = Field(
         description="continue: one poly schedule, warmup then this run, which starts from the "
         "warmup's last weights, iteration and SGD momentum; warmup: from the warmup's best "
         "weights with a fresh schedule; scratch: from the pretrained backbone alone"
     )
+
+
+class SupervisedRun(SupervisedConfig, _Continues):
+    """SupOnly: the warmup's supervised training continued (the `supervised` ablation, or
+    `--set train.method=supervised`). The teacher–student fields of the section it switches
+    stay in params.yaml for the runs that switch back; here they are dropped, never read."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_teacher_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in TEACHER_STUDENT_ONLY}
+        return data
+
+
+class TeacherStudentRun(TeacherStudentConfig, _Continues):
+    """Mean teacher or iMAS, started from the warmup as `init` says."""
+
+
+# A run after the warmup (the `train` section, each ablation), its class chosen by `method`.
+RunParams = Annotated[SupervisedRun | TeacherStudentRun, Field(discriminator="method")]
+RUN_PARAMS: TypeAdapter[SupervisedRun | TeacherStudentRun] = TypeAdapter(RunParams)
 
 
 class EvaluateParams(Section):
@@ -144,8 +160,9 @@ class EvaluateParams(Section):
         }
 
 
-class RuntimeParams(Section):
-    """How to run, not what to compute. The training stages list only `nproc` and `sync_bn` as
+class RuntimeParams(SpeedConfig):
+    """How to run, not what to compute: the speed switches `fit` takes (this section is one),
+    threads, device, workers, tracking. The training stages list only `nproc` and `sync_bn` as
     DVC params: they change the batches BatchNorm and iMAS's per-batch draws see."""
 
     device: Literal["cpu", "cuda", "auto"]
@@ -168,10 +185,6 @@ class RuntimeParams(Section):
         description="processes per training stage (one per GPU); > 1: the stage relaunches "
         "itself under torchrun",
     )
-    sync_bn: bool = Field(description="SyncBatchNorm across processes (CUDA only)")
-    amp: Literal["off", "bf16"] = Field(description="bf16: forwards under torch.autocast")
-    channels_last: bool = Field(description="channels-last weights and activations")
-    compile: bool = Field(description="torch.compile the student's training forward")
 
     @model_validator(mode="after")
     def _resumable(self) -> RuntimeParams:
@@ -182,12 +195,6 @@ class RuntimeParams(Section):
                 "a resume checkpoint cannot hold"
             )
         return self
-
-    @field_validator("amp", mode="before")
-    @classmethod
-    def _amp_off(cls, value: Any) -> Any:
-        # YAML 1.1 (PyYAML, `--set`) reads a bare `off` as false.
-        return "off" if value is False else value
 
     @field_validator("progress", mode="before")
     @classmethod
@@ -264,14 +271,27 @@ class Params(Section):
     pretrain: PretrainParams | None = Field(description="the pretrain stage (dataset: garments)")
     aug: AugConfig
     model: ModelConfig
-    warmup: WarmupParams
-    train: SemiParams
+    warmup: SupervisedConfig
+    train: RunParams
     ablations: dict[str, dict[str, Any]]
     evaluate: EvaluateParams
     runtime: RuntimeParams
     benchmark: BenchmarkParams | None = None  # only a benchmark's params file has one
+    # The `train` section as written: ablations merge over it, so the teacher–student fields
+    # of a train section switched to supervised still reach an ablation that switches back.
+    _train_raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-    @model_validator(mode="after")
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_raw_train(cls, data: Any, handler: Any) -> Params:
+        params = handler(data)
+        if isinstance(data, dict) and isinstance(data.get("train"), dict):
+            params._train_raw = copy.deepcopy(data["train"])
+        else:  # built from a model: its train section is complete
+            params._train_raw = params.train.model_dump()
+        params._consistent()
+        return params
+
     def _consistent(self) -> Params:
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r} is not one of: null, {', '.join(PRESETS)}")
@@ -405,34 +425,39 @@ class Params(Section):
                     f"benchmark.ablations: {name!r} is also a method name; rename the ablation"
                 )
 
-    def ablation(self, name: str) -> SemiParams:
+    def ablation(self, name: str) -> SupervisedRun | TeacherStudentRun:
         """The train section with ablation `name`'s overrides merged in, validated."""
         if name not in self.ablations:
             raise ParamsError(
                 f"ablation {name!r} is not in params.yaml (have: "
                 f"{', '.join(sorted(self.ablations)) or 'none'})"
             )
-        merged = _deep_merge(self.train.model_dump(), self.ablations[name])
+        merged = copy.deepcopy(self._train_raw)
+        merge(merged, copy.deepcopy(self.ablations[name]), strict=False)
         try:
-            return SemiParams.model_validate(merged)
+            return RUN_PARAMS.validate_python(merged)
         except ValidationError as err:
             raise ParamsError(_describe(err, prefix=f"ablations.{name}")) from None
 
 
-def _deep_merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+# pydantic puts the `method` of a run section into an error's location (train.imas.tau); the
+# field path a user edits has no such step.
+_METHOD_TAGS = ("supervised", "mean_teacher", "imas")
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    kept = [
+        str(part)
+        for i, part in enumerate(loc)
+        if not (part in _METHOD_TAGS and (i == 0 or loc[i - 1] in ("train", "warmup")))
+    ]
+    return ".".join(kept)
 
 
 def _describe(err: ValidationError, prefix: str = "") -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+        loc = _field_path(e["loc"])
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "<root>")
         value = e.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
@@ -455,8 +480,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ParamsError(f"--set {item!r}: value is not valid YAML: {err}") from None
-        node = out
         parts = key.split(".")
+        node = out
         for depth, part in enumerate(parts[:-1]):
             if not isinstance(node.get(part), dict):
                 where = ".".join(parts[: depth + 1])
@@ -464,6 +489,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             node = node[part]
         if parts[-1] not in node:
             raise ParamsError(f"--set {item!r}: {key} is not in params")
+        # Assigned, not merged, as `dvc exp run -S` does: `--set ablations={…}` replaces them all.
         node[parts[-1]] = value
     return out
 

@@ -18,6 +18,7 @@ import typer
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
+from pipeline.config.merge import MergeError, merge
 from pipeline.config.params import Params, ParamsError, load_params
 from pipeline.control.outputs import atomic_path
 from pipeline.reporting.paper_numbers import PRESETS, preset_published
@@ -34,19 +35,6 @@ def _yaml() -> YAML:
         type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
     )
     return yaml
-
-
-def _merge(base: CommentedMap, overlay: CommentedMap, where: str = "") -> None:
-    """Overlay values onto `base` in place; a key the base lacks is a typo, so it fails."""
-    for key, value in overlay.items():
-        dotted = f"{where}{key}"
-        if key not in base:
-            raise ParamsError(f"preset key {dotted} is not in params.yaml")
-        if isinstance(value, dict) and isinstance(base[key], dict):
-            _merge(base[key], value, dotted + ".")
-        elif base[key] != value:
-            base[key] = value
-            _replace_eol_comment(base, overlay, key)
 
 
 def _replace_eol_comment(base: CommentedMap, overlay: CommentedMap, key: str) -> None:
@@ -73,7 +61,10 @@ def render_preset(params_text: str, name: str) -> str:
     yaml = _yaml()
     base = yaml.load(params_text)
     overlay = yaml.load((PRESET_DIR / f"{name}.yaml").read_text())
-    _merge(base, overlay)
+    try:
+        merge(base, overlay, strict=True, on_change=_replace_eol_comment)
+    except MergeError as err:
+        raise ParamsError(f"preset key {err.path} is not in params.yaml") from None
     out = io.StringIO()
     yaml.dump(base, out)
     return out.getvalue()

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from imas.config import SEMI_ONLY, TrainConfig
+from imas.config import TEACHER_STUDENT_ONLY, TrainConfig
 from pipeline.config.params import Params, flatten
 from pipeline.control.dvc_context import project_root
 from pipeline.control.threads import applied
@@ -172,7 +172,7 @@ def effective_params(cfg: TrainConfig) -> dict[str, Any]:
     if data["ohem"] is None:  # same keys with OHEM off as on, for the compare view
         data["ohem"] = {"thresh": None, "min_kept": None}
     if cfg.method == "supervised":
-        data.update(dict.fromkeys(SEMI_ONLY))
+        data.update(dict.fromkeys(TEACHER_STUDENT_ONLY))
         data["adaptive"] = {
             "intensity": None,
             "cutmix": False,

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from imas import distributed
-from imas.config import SpeedConfig, TrainConfig
+from imas.config import TrainConfig
 from imas.evaluate import evaluate
 from imas.model import build_model
 from imas.train import FitResult, fit, resolve_iters_per_epoch
@@ -90,13 +90,6 @@ def _section(stage: str) -> str:
     """The params section a stage trains with, as error messages name it."""
     kind, _, name = stage.partition(":")
     return f"ablations.{name}" if kind == "ablate" else kind
-
-
-def _speed(params: Params) -> SpeedConfig:
-    rt = params.runtime
-    return SpeedConfig(
-        amp=rt.amp, channels_last=rt.channels_last, compile=rt.compile, sync_bn=rt.sync_bn
-    )
 
 
 def run_training(
@@ -244,7 +237,7 @@ def _train(
             checkpoint_every=params.runtime.checkpoint_every,
             on_checkpoint=lambda state: save_resume(resume_file, identity, state),
             resume=resume,
-            speed=_speed(params),
+            speed=params.runtime,  # a SpeedConfig: its four switches are declared there
             should_stop=should_stop,
             schedule=schedule,
             optimizer_state=optimizer_state,
