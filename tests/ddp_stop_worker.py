@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from imas import distributed
-from imas.checkpoint import NonFiniteError
+from imas.finite import NonFiniteError
 from imas.train import Interrupted
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from test_train import Squares, config
+from test_train import Squares, config, fit_options
 from torch import nn
 
 from imas import distributed
@@ -90,11 +90,11 @@ def _fit_squares(rank: int, **kwargs: Any) -> FitResult:
         _loader(Squares(8, True, 1, augment=True), 0, rank),
         _loader(Squares(16, False, 2, augment=True), 2**32, rank),
         CFG,
-        strong_ops=2,
-        iters_per_epoch=CFG.iters_per_epoch,
-        evaluate_fn=lambda m: evaluate(m, val_batches, 3, across_ranks=True)["miou"],
-        generator=torch.Generator().manual_seed(seed),
-        **kwargs,
+        **fit_options(
+            {"iters_per_epoch": CFG.iters_per_epoch, "strong_ops": 2},
+            {"evaluate": lambda m: evaluate(m, val_batches, 3, across_ranks=True)["miou"]},
+            {"generator": torch.Generator().manual_seed(seed), **kwargs},
+        ),
     )
 
 
@@ -149,7 +149,7 @@ def fit_worker(rank: int, world: int, port: int, folder: str) -> None:
         for path in states:
             state = torch.load(path, weights_only=True)
             assert state["world_size"] == world and len(state["ranks"]) == world
-            resumed = _fit_squares(rank, resume=state)
+            resumed = _fit_squares(rank, resume_state=state)
             _assert_same(resumed, plain, f"resumed from {path.name}")
 
         try:

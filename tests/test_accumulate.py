@@ -11,7 +11,7 @@ from test_train import Squares, config
 from torch import nn
 
 import imas.train
-from imas.train import fit
+from imas.train import Hooks, Plan, fit
 
 
 class LinearPixelNet(nn.Module):
@@ -53,9 +53,8 @@ def update_of_one_step(method: str, accumulate: int) -> dict[str, torch.Tensor]:
         labeled,
         unlabeled,
         cfg,
-        strong_ops=0,  # the strong view is the weak one: nothing depends on the grouping
-        iters_per_epoch=1,
-        evaluate_fn=lambda m: 0.0,
+        Plan(iters_per_epoch=1, strong_ops=0),
+        Hooks(evaluate=lambda m: 0.0),
         generator=torch.Generator().manual_seed(0),
     )
     return {k: before[k] - v for k, v in model.state_dict().items()}
@@ -100,12 +99,9 @@ def test_schedule_ema_and_logs_advance_once_per_optimizer_step(
         labeled,
         unlabeled,
         cfg,
-        strong_ops=2,
-        iters_per_epoch=2,
-        evaluate_fn=lambda m: 0.0,
+        Plan(iters_per_epoch=2, strong_ops=2, log_every=1),
+        Hooks(evaluate=lambda m: 0.0, log=lambda m, s: logged.append((m, s))),
         generator=torch.Generator().manual_seed(0),
-        log=lambda m, s: logged.append((m, s)),
-        log_every=1,
     )
     assert len(forwards) == 4 * 2  # 4 optimizer steps of 2 micro-batches each
     assert decays == [0.0, 0.0, 1 - 1 / 3, 0.7]  # SPEC §6 per optimizer step

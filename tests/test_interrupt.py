@@ -48,7 +48,7 @@ def test_fit_stops_when_asked_and_its_state_finishes_the_run() -> None:
         run_fit(cfg, should_stop=should_stop, on_checkpoint=saved.append)
     assert stop.value.step == 4 and [s["step"] for s in saved] == [4]
     assert isinstance(stop.value, KeyboardInterrupt)  # no `except Exception` swallows it
-    resumed, _ = run_fit(cfg, resume=saved[0])
+    resumed, _ = run_fit(cfg, resume_state=saved[0])
     assert_same_result(resumed, uninterrupted)
     # Asked before the first iteration: nothing to save (a state at step 0 resumes nothing).
     saved.clear()

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import imas.train
 import pipeline.training.runner
-from imas.checkpoint import NonFiniteError, nonfinite_keys
+from imas.finite import NonFiniteError, nonfinite_keys
 from imas.model import build_model
 from pipeline.cli import app
 from pipeline.training.checkpoints import load_resume, resume_path, save_checkpoint, save_resume

@@ -10,7 +10,7 @@ import torch
 from test_train import config, run_fit
 
 import imas.train
-from imas.train import fit
+from imas.train import Hooks, Plan, fit
 
 
 def test_a_run_inside_a_schedule_takes_the_lr_of_its_global_iterations() -> None:
@@ -131,9 +131,10 @@ def test_on_eval_numbers_join_the_history() -> None:
     assert [row["premise_spearman"] for row in result.history] == [0.5, 1.5]
 
 
-def test_fit_signature_keeps_schedule_keywords_optional() -> None:
+def test_schedule_options_stay_optional() -> None:
+    # A run that continues nothing names none of them: its own schedule, fresh momentum.
     import inspect
 
-    params = inspect.signature(fit).parameters
-    for name in ("schedule", "optimizer_state", "on_eval"):
-        assert params[name].default is None
+    assert inspect.signature(fit).parameters["optimizer_state"].default is None
+    plan, hooks = Plan(iters_per_epoch=1, strong_ops=0), Hooks(evaluate=lambda m: 0.0)
+    assert plan.schedule is None and hooks.on_eval is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imas.checkpoint import Stream
+from imas.resume import Stream
 
 
 def loader(samples: int, batch: int) -> torch.utils.data.DataLoader:

@@ -19,7 +19,7 @@ from imas.config import TEACHER_STUDENT_ONLY, TRAIN_CONFIG, AdaptiveConfig, Mode
 from imas.data.transforms import normalize
 from imas.evaluate import evaluate
 from imas.model import build_model
-from imas.train import fit, resolve_iters_per_epoch
+from imas.train import Hooks, Plan, fit, resolve_iters_per_epoch
 
 MODEL = ModelConfig(
     backbone="tiny",
@@ -103,6 +103,17 @@ def config(method: str, **adaptive) -> TrainConfig:
     return TRAIN_CONFIG.validate_python(fields)
 
 
+def fit_options(
+    plan: dict[str, Any], hooks: dict[str, Any], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """`fit`'s Plan, Hooks and keyword arguments from one flat set of options (a test names
+    only the ones it changes): Plan and Hooks fields go there, the rest to `fit` itself."""
+    rest = dict(kwargs)
+    plan = {**plan, **{k: rest.pop(k) for k in kwargs if k in Plan.__dataclass_fields__}}
+    hooks = {**hooks, **{k: rest.pop(k) for k in kwargs if k in Hooks.__dataclass_fields__}}
+    return {"plan": Plan(**plan), "hooks": Hooks(**hooks), **rest}
+
+
 def run_fit(
     cfg: TrainConfig,
     seed: int = 0,
@@ -136,13 +147,14 @@ def run_fit(
         lab,
         unl,
         cfg,
-        strong_ops=2,
-        iters_per_epoch=cfg.iters_per_epoch,
-        evaluate_fn=lambda m: evaluate(m, val, 3)["miou"],
-        generator=torch.Generator().manual_seed(seed),
-        log=lambda m, s: logged.append((m, s)),
-        log_every=1,
-        **fit_kwargs,
+        **fit_options(
+            {"iters_per_epoch": cfg.iters_per_epoch, "strong_ops": 2, "log_every": 1},
+            {
+                "evaluate": lambda m: evaluate(m, val, 3)["miou"],
+                "log": lambda m, s: logged.append((m, s)),
+            },
+            {"generator": torch.Generator().manual_seed(seed), **fit_kwargs},
+        ),
     )
     return result, logged
 
@@ -209,9 +221,8 @@ def test_semi_method_needs_unlabeled_loader() -> None:
             [],
             None,
             config("imas"),
-            strong_ops=2,
-            iters_per_epoch=1,
-            evaluate_fn=lambda m: 0.0,
+            Plan(iters_per_epoch=1, strong_ops=2),
+            Hooks(evaluate=lambda m: 0.0),
             generator=torch.Generator(),
         )
 
@@ -247,9 +258,8 @@ def fit_pixelnet(cfg: TrainConfig, student: nn.Module | None = None) -> list[tor
         labeled,
         unlabeled,
         cfg,
-        strong_ops=2,
-        iters_per_epoch=cfg.iters_per_epoch,
-        evaluate_fn=lambda m: 0.0,
+        Plan(iters_per_epoch=cfg.iters_per_epoch, strong_ops=2),
+        Hooks(evaluate=lambda m: 0.0),
         generator=torch.Generator().manual_seed(0),
     )
     return unlabeled
@@ -478,7 +488,7 @@ def test_resuming_from_any_checkpoint_finishes_bit_identically(method: str) -> N
     for blob in saved:
         state = torch.load(io.BytesIO(blob), weights_only=True)
         # Rebuilt from scratch: run_fit reseeds every RNG, the state must move them on.
-        resumed, resumed_log = run_fit(cfg, resume=state, **kwargs)
+        resumed, resumed_log = run_fit(cfg, resume_state=state, **kwargs)
         assert_same_result(resumed, uninterrupted)
         step = state["step"]
         assert (
@@ -492,9 +502,9 @@ def test_resume_refuses_a_state_of_another_run_shape() -> None:
     cfg = config("supervised")
     run_fit(cfg, checkpoint_every=4, on_checkpoint=lambda s: states.append(copy.deepcopy(s)))
     with pytest.raises(ValueError, match="method='supervised'"):
-        run_fit(config("imas"), resume=states[0])
+        run_fit(config("imas"), resume_state=states[0])
     with pytest.raises(ValueError, match="total=6"):
-        run_fit(cfg.model_copy(update={"epochs": 3}), resume=states[0])
+        run_fit(cfg.model_copy(update={"epochs": 3}), resume_state=states[0])
     with pytest.raises(ValueError, match="on_checkpoint"):
         run_fit(cfg, checkpoint_every=2)
 

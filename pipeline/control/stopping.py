@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from imas.checkpoint import NonFiniteError
+from imas.finite import NonFiniteError
 from imas.train import Interrupted
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

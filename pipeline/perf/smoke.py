@@ -22,7 +22,7 @@ import typer
 
 from imas.evaluate import evaluate
 from imas.model import build_model
-from imas.train import fit
+from imas.train import Hooks, Plan, fit
 from pipeline.config.params import Params
 from pipeline.config.presets import PRESETS, preset_params
 from pipeline.control.outputs import atomic_path, write_json
@@ -66,9 +66,8 @@ def smoke(params: Params, batch: int, eval_size: tuple[int, int], seed: int = 0)
         [(images, masks)],
         [unlabeled],
         cfg,
-        strong_ops=params.aug.strong_ops,
-        iters_per_epoch=1,
-        evaluate_fn=timed_eval,
+        Plan(iters_per_epoch=1, strong_ops=params.aug.strong_ops),
+        Hooks(evaluate=timed_eval),
         generator=gen,
     )
     total = time.perf_counter() - start

@@ -3,13 +3,43 @@ resume checkpoint beside each training output."""
 
 from __future__ import annotations
 
+import sys
+from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from imas.checkpoint import NonFiniteError, canonical, nonfinite_keys
+from imas.finite import NonFiniteError, nonfinite_keys
 from pipeline.control.outputs import atomic_path
+
+
+def canonical(obj: Any) -> Any:
+    """A copy of a nested payload (dicts, lists, tuples) whose bytes under pickle depend on its
+    values only: every string interned, every container new, tensors and other leaves as they are.
+
+    pickle writes a second occurrence of the same object as a back-reference, so two equal
+    payloads built differently pickle differently: after a resume, the best snapshot's keys are
+    strings read from the resume file where an uninterrupted run has the interpreter's literals,
+    and the checkpoint's bytes (and its DVC hash) changed although every value was the same.
+    A state dict's `_metadata` (module versions) is kept, canonical too.
+    """
+    if type(obj) is str:
+        return sys.intern(obj)
+    if isinstance(obj, Mapping):
+        out: dict[Any, Any] = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for key, value in obj.items():
+            out[canonical(key)] = canonical(value)
+        metadata = getattr(obj, "_metadata", None)
+        if metadata is not None:
+            out._metadata = canonical(metadata)  # type: ignore[attr-defined]
+        return out
+    if type(obj) is list:
+        return [canonical(value) for value in obj]
+    if type(obj) is tuple:
+        return tuple(canonical(value) for value in obj)
+    return obj
 
 
 def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:

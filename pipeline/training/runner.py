@@ -15,7 +15,7 @@ from imas import distributed
 from imas.config import TrainConfig
 from imas.evaluate import evaluate
 from imas.model import build_model
-from imas.train import FitResult, fit, resolve_iters_per_epoch
+from imas.train import FitResult, Hooks, Plan, fit, resolve_iters_per_epoch
 from imas.weights import load_pretrained
 from pipeline.config.params import Params
 from pipeline.control.launch import relaunch_under_torchrun
@@ -227,21 +227,25 @@ def _train(
             labeled,
             unlabeled if cfg.method != "supervised" else None,
             cfg,
-            strong_ops=params.aug.strong_ops,
-            iters_per_epoch=iters,
-            evaluate_fn=val_miou,
+            Plan(
+                iters_per_epoch=iters,
+                strong_ops=params.aug.strong_ops,
+                device=device,
+                speed=params.runtime,
+                schedule=schedule,
+                checkpoint_every=params.runtime.checkpoint_every,
+                progress=progress,
+            ),
+            Hooks(
+                evaluate=val_miou,
+                log=_epoch_logger(run),
+                on_eval=on_eval,
+                on_checkpoint=lambda state: save_resume(resume_file, identity, state),
+                should_stop=should_stop,
+            ),
             generator=generator,
-            log=_epoch_logger(run),
-            device=device,
-            progress=progress,
-            checkpoint_every=params.runtime.checkpoint_every,
-            on_checkpoint=lambda state: save_resume(resume_file, identity, state),
-            resume=resume,
-            speed=params.runtime,  # a SpeedConfig: its four switches are declared there
-            should_stop=should_stop,
-            schedule=schedule,
+            resume_state=resume,
             optimizer_state=optimizer_state,
-            on_eval=on_eval,
         )
         seconds = time.perf_counter() - start
         last = result.history[-1]

@@ -1,88 +1,143 @@
-"""What exact resume needs beyond weights: every RNG stream and each loader's position; and
-the finiteness checks that keep a NaN from reaching a checkpoint.
-
-Everything here is tensors and plain Python values, so a resume state round-trips through
-`torch.load(weights_only=True)`.
+"""Exact resume of `fit`: the loop's progress, every RNG stream and each loader's position,
+captured into a state of tensors and plain values (it round-trips through
+`torch.load(weights_only=True)`) and restored from one, checked against the run's shape.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import sys
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+
+from imas import distributed
+
+# 2: the RNG streams and loader positions are kept per rank (`ranks`), for DDP runs.
+# 3: the LR schedule's offset and length (a run continuing another's schedule).
+RESUME_FORMAT = 3
 
 
-class NonFiniteError(FloatingPointError):
-    """A loss or a checkpoint holds NaN or Inf; the message says where (iteration, keys)."""
+@dataclass
+class Progress:
+    """What the training loop has done so far: the iteration it is at, the finished epochs'
+    history, hardness and best weights, and the current epoch's running sums."""
 
-
-def nonfinite_keys(obj: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of the floating-point tensors in a nested dict/list/tuple that hold NaN or
-    Inf (`student.head.weight`, `optimizer.state.3.momentum_buffer`); [] when all are finite.
-
-    Plain floats are not checked: a resume state's best mIoU is legitimately -inf before the
-    first evaluation.
-    """
-    if isinstance(obj, torch.Tensor):
-        finite = not (obj.is_floating_point() or obj.is_complex()) or bool(obj.isfinite().all())
-        return [] if finite else [prefix or "<tensor>"]
-    if isinstance(obj, Mapping):
-        items: Iterable = obj.items()
-    elif isinstance(obj, list | tuple):
-        items = enumerate(obj)
-    else:
-        return []
-    found: list[str] = []
-    for key, value in items:
-        found += nonfinite_keys(value, f"{prefix}.{key}" if prefix else str(key))
-    return found
-
-
-def canonical(obj: Any) -> Any:
-    """A copy of a nested payload (dicts, lists, tuples) whose bytes under pickle depend on its
-    values only: every string interned, every container new, tensors and other leaves as they are.
-
-    pickle writes a second occurrence of the same object as a back-reference, so two equal
-    payloads built differently pickle differently: after a resume, the best snapshot's keys are
-    strings read from the resume file where an uninterrupted run has the interpreter's literals,
-    and the checkpoint's bytes (and its DVC hash) changed although every value was the same.
-    A state dict's `_metadata` (module versions) is kept, canonical too.
-    """
-    if type(obj) is str:
-        return sys.intern(obj)
-    if isinstance(obj, Mapping):
-        out: dict[Any, Any] = OrderedDict() if isinstance(obj, OrderedDict) else {}
-        for key, value in obj.items():
-            out[canonical(key)] = canonical(value)
-        metadata = getattr(obj, "_metadata", None)
-        if metadata is not None:
-            out._metadata = canonical(metadata)  # type: ignore[attr-defined]
-        return out
-    if type(obj) is list:
-        return [canonical(value) for value in obj]
-    if type(obj) is tuple:
-        return tuple(canonical(value) for value in obj)
-    return obj
-
-
-def check_finite_loss(stats: Mapping[str, float], step: int, epoch: int) -> None:
-    """Raise NonFiniteError naming the iteration and every loss component when any loss is NaN
-    or Inf. Called before backward: the weights (and any checkpoint) stay those of the last
-    good iteration."""
-    losses = {k: v for k, v in stats.items() if k.startswith("loss")}
-    if all(math.isfinite(v) for v in losses.values()):
-        return
-    shown = ", ".join(f"{k}={v}" for k, v in losses.items())
-    raise NonFiniteError(
-        f"non-finite loss at iteration {step} (epoch {epoch}): {shown}; training stopped "
-        "before this update"
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    hardness: list[list[float]] = field(default_factory=list)
+    best: dict[str, dict[str, Tensor] | None] = field(
+        default_factory=lambda: {"student": None, "teacher": None}
     )
+    best_miou: float = -math.inf
+    best_epoch: int = -1
+    sums: dict[str, float] = field(default_factory=dict)
+    epoch_gamma: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What a resume state must match: a state from another run shape would train on silently
+    wrong."""
+
+    method: str
+    total: int
+    iters_per_epoch: int
+    world_size: int
+    schedule: tuple[int, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "total": self.total,
+            "iters_per_epoch": self.iters_per_epoch,
+            "world_size": self.world_size,
+            "schedule": list(self.schedule),
+        }
+
+
+def capture(
+    shape: RunShape,
+    progress: Progress,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    streams: dict[str, Stream | None],
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """The resume state; a collective under DDP (every rank's streams are gathered). It shares
+    tensors with the live models: write or copy it before training goes on."""
+    mine = {
+        "rng": rng_state(),
+        "generator": generator.get_state(),
+        "loaders": {name: None if s is None else s.state() for name, s in streams.items()},
+    }
+    return {
+        "format": RESUME_FORMAT,
+        **shape.as_dict(),
+        "step": progress.step,
+        "student": student.state_dict(),
+        "teacher": None if teacher is None else teacher.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "ranks": distributed.gather_objects(mine),
+        "history": progress.history,
+        "hardness": progress.hardness,
+        "best": progress.best,
+        "best_miou": progress.best_miou,
+        "best_epoch": progress.best_epoch,
+        "sums": progress.sums,
+        "epoch_gamma": progress.epoch_gamma,
+    }
+
+
+def check(state: dict[str, Any], shape: RunShape) -> None:
+    """Refuse a resume state of another format or run shape, naming what differs."""
+    if state.get("format") != RESUME_FORMAT:
+        found = state.get("format")
+        raise ValueError(f"resume state has format {found!r}, expected {RESUME_FORMAT}")
+    for key, value in shape.as_dict().items():
+        if state[key] != value:
+            raise ValueError(f"resume state has {key}={state[key]!r}, this run {value!r}")
+    if not 0 < state["step"] < shape.total:
+        raise ValueError(f"resume state step {state['step']} is outside 1..{shape.total - 1}")
+
+
+def restore(
+    state: dict[str, Any],
+    shape: RunShape,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    streams: dict[str, Stream | None],
+    generator: torch.Generator,
+) -> Progress:
+    """Load `state` (checked first) into the models, optimizer, streams and RNGs; its progress."""
+    check(state, shape)
+    student.load_state_dict(state["student"])
+    if teacher is not None:
+        teacher.load_state_dict(state["teacher"])
+    optimizer.load_state_dict(state["optimizer"])
+    progress = Progress(
+        step=state["step"],
+        history=list(state["history"]),
+        hardness=list(state["hardness"]),
+        best=state["best"],
+        best_miou=state["best_miou"],
+        best_epoch=state["best_epoch"],
+        sums=dict(state["sums"]),
+        epoch_gamma=list(state["epoch_gamma"]),
+    )
+    mine = state["ranks"][distributed.rank()]
+    for name, stream in streams.items():
+        if stream is not None:
+            stream.restore(mine["loaders"][name])
+    set_rng_state(mine["rng"])  # after the loaders: replaying a shuffle moves torch's RNG
+    generator.set_state(mine["generator"])
+    return progress
 
 
 def rng_state() -> dict[str, Any]:
