@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup fashion-mnist repro sweep paper-table verdict smoke perf plots plots-assets test lint check-reports mlflow-ui clean
+.PHONY: setup fashion-mnist repro sweep paper-table verdict smoke perf plots plots-assets test test-fast lint check-reports mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -96,8 +96,13 @@ lint: setup
 # One test file per worker, a worker per core (TEST_WORKERS=0 runs them in this process): a
 # file's tests share module fixtures such as the end-to-end `dvc repro`, built once.
 TEST_WORKERS ?= auto
+# Every tier (tests/unit, tests/stage, tests/system); CI runs this. `make test-fast` leaves out
+# the system tier (marked slow: whole pipelines, subprocesses, servers).
 test: lint plots-assets
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+
+test-fast: lint plots-assets
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # CI: the committed default-pipeline report, and the SSL benchmark's and paper table's seed-0
 # warmup and tables, regenerate exactly.

@@ -3,7 +3,7 @@
 A stage's module is imported only when that stage runs: importing all of them (torch,
 torchvision, pandas, matplotlib) took 4–7 s here before `imas --help` could print or `imas
 download` could start, and the download, split and report stages need no torch at all. The
-listing of `imas --help` uses the summaries below, which tests/test_cli.py keeps equal to each
+listing of `imas --help` uses the summaries below, which tests/stage/test_cli.py keeps equal to each
 command's docstring.
 """
 
