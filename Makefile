@@ -12,9 +12,9 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: setup fashion-mnist repro sweep paper-table verdict smoke perf plots plots-assets test test-fast lint check-reports mlflow-ui clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
 # Fashion-MNIST, the garments of the built-in scenes: Debian's package where apt runs as root;
@@ -91,6 +91,7 @@ plots: plots-assets
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The vega scripts too, so the offline plots page's browser test runs instead of skipping.
 # One test file per worker, a worker per core (TEST_WORKERS=0 runs them in this process): a

@@ -13,7 +13,7 @@ optional auxiliary head on layer3.
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,7 @@ class DeepLabV3Plus(nn.Module):
         if cfg.backbone == "tiny":
             self.backbone = TinyBackbone(cfg.width, cfg.output_stride)
         else:
+            assert cfg.stem is not None  # ModelConfig requires one for a ResNet
             self.backbone = ResNetBackbone(
                 cfg.backbone, cfg.output_stride, stem=cfg.stem, multi_grid=cfg.multi_grid
             )
@@ -106,7 +107,7 @@ def build_model(cfg: ModelConfig) -> DeepLabV3Plus:
 
 
 def param_groups(
-    model: DeepLabV3Plus, lr: float, head_lr_mult: float, weight_decay: float
+    model: nn.Module, lr: float, head_lr_mult: float, weight_decay: float
 ) -> list[dict]:
     """SGD parameter groups: backbone at `lr`, everything else (ASPP, decoder) at lr·mult.
 
@@ -114,7 +115,7 @@ def param_groups(
     sets `g["lr"] = g["base_lr"] * (1 - it / max_it) ** power` without remembering the config.
     Weight decay applies to every parameter, BN and biases included, as in the authors' code.
     """
-    backbone = list(model.backbone.parameters())
+    backbone = list(cast(nn.Module, model.backbone).parameters())
     ids = {id(p) for p in backbone}
     head = [p for p in model.parameters() if id(p) not in ids]
     groups = [("backbone", backbone, lr), ("head", head, lr * head_lr_mult)]
@@ -153,7 +154,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     BN running mean/var follow the EMA too (SPEC §6); integer buffers (num_batches_tracked) are
     copied. decay = 0 copies, so the teacher equals the student bit for bit.
     """
-    pairs = [
+    pairs: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = [
         (dict(teacher.named_parameters()), dict(student.named_parameters())),
         (dict(teacher.named_buffers()), dict(student.named_buffers())),
     ]

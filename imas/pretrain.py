@@ -12,6 +12,7 @@ is kept is the backbone's state dict, which `imas.weights.load_backbone_weights`
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +62,8 @@ def pretrain_backbone(
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be >= 1")
     generator = torch.Generator().manual_seed(seed)
-    model = GlyphClassifier(backbone, int(backbone.high_channels), classes).train()
+    high_channels = int(cast(int, backbone.high_channels))
+    model = GlyphClassifier(backbone, high_channels, classes).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps = len(images) // batch_size
     total, history = epochs * steps, []

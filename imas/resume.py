@@ -9,7 +9,7 @@ import math
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -152,7 +152,7 @@ def rng_state() -> dict[str, Any]:
         },
         "numpy": {
             "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
             "pos": int(pos),
             "has_gauss": int(has_gauss),
             "cached": float(cached),
@@ -197,9 +197,9 @@ class Stream(Iterator):
         self._pass = -1  # none started yet
 
     def _begin_pass(self) -> Iterator:
-        sampler = getattr(self.loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self._pass)
+        set_epoch = getattr(getattr(self.loader, "sampler", None), "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(self._pass)
         return iter(self.loader)
 
     def _pass_start(self) -> dict[str, Any]:
@@ -259,7 +259,7 @@ class Stream(Iterator):
                     "processes draw their augmentations from RNG streams a checkpoint cannot hold"
                 )
             for _ in range(state["consumed"]):
-                next(it._sampler_iter)  # the indices only: no image is loaded
+                next(cast(Any, it)._sampler_iter)  # the indices only: no image is loaded
         else:
             for _ in range(state["consumed"]):
                 next(it)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +81,9 @@ def semi_step(
     assert models.teacher is not None
     adaptive = cfg.effective_adaptive()
     u_w = normalize(u_w8)
-    e, mean_e, gamma = None, math.nan, None
+    # e stays None when no adaptive part reads it (then nothing below does).
+    e: Any = None
+    mean_e, gamma = math.nan, None
     with torch.no_grad():
         p_t = F.softmax(models.teacher(u_w), dim=1)
         conf, pseudo = p_t.max(dim=1)
@@ -203,8 +205,8 @@ class FitResult:
 
 def fit(
     student: nn.Module,
-    labeled: torch.utils.data.DataLoader,
-    unlabeled: torch.utils.data.DataLoader | None,
+    labeled: Iterable[Any],
+    unlabeled: Iterable[Any] | None,
     cfg: TrainConfig,
     plan: Plan,
     hooks: Hooks,
@@ -256,7 +258,10 @@ def fit(
             f"do not fit a schedule of {lr_total}"
         )
     # Each new pass reshuffles, so oversampling the labeled list does not repeat an order.
-    streams = {"labeled": Stream(labeled), "unlabeled": Stream(unlabeled) if semi else None}
+    streams = {
+        "labeled": Stream(labeled),
+        "unlabeled": Stream(unlabeled) if semi and unlabeled is not None else None,
+    }
     shape = RunShape(
         cfg.method, total, plan.iters_per_epoch, distributed.world_size(), (lr_offset, lr_total)
     )
@@ -378,7 +383,7 @@ def _gradients(
 
 def _check_inputs(
     student: nn.Module,
-    unlabeled: torch.utils.data.DataLoader | None,
+    unlabeled: Iterable[Any] | None,
     cfg: TrainConfig,
     plan: Plan,
     hooks: Hooks,
@@ -424,7 +429,7 @@ def _pixel_loss(logits: Tensor, target: Tensor, cfg: TrainConfig) -> Tensor:
 
 
 def _labeled_loss(
-    student: nn.Module, x_l: Tensor, y_l: Tensor, cfg: TrainConfig, extra: list[Tensor]
+    student: Callable[..., Any], x_l: Tensor, y_l: Tensor, cfg: TrainConfig, extra: list[Tensor]
 ) -> tuple[Tensor, list[Tensor], dict[str, float]]:
     """One student forward of the labeled batch followed by `extra` batches (concatenated, so
     BatchNorm sees them together); the supervised loss of the labeled part, the logits of the

@@ -106,7 +106,7 @@ STAGES: dict[str, Entry] = {
 }
 
 
-def command_for(name: str) -> click.Command:
+def command_for(name: str) -> Any:
     """The click command of `name`, importing its module."""
     entry = STAGES[name]
     target: Any = getattr(importlib.import_module(entry.module), entry.attribute)
@@ -124,17 +124,19 @@ class LazyStages(TyperGroup):
 
     _listing = False
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    # Typer runs on its own copy of click: its types are not the `click` package's, so the
+    # overrides take Any.
+    def list_commands(self, ctx: Any) -> list[str]:
         return list(STAGES)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in STAGES:
             return None
         if self._listing:  # `imas --help`: a stand-in carrying the summary is enough
             return click.Command(cmd_name, help=STAGES[cmd_name].summary)
         return command_for(cmd_name)
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         self._listing = True
         try:
             super().format_help(ctx, formatter)

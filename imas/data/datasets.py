@@ -93,7 +93,8 @@ class _VOCBase(Dataset):
         image = read_image(self._image_path(i))
         mask = None
         if self.with_masks:
-            mask = read_mask(self._mask_path(i), self.num_classes, tuple(image.shape[-2:]))
+            height, width = image.shape[-2:]
+            mask = read_mask(self._mask_path(i), self.num_classes, (height, width))
         if self.cache:
             self._store[index] = (image, mask)
         return image, mask

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from imas.data import DataError
 from imas.data.catalogue import VOC_CLASSES, layout_for
@@ -117,7 +117,7 @@ def prepare_real(params: Params, out: Path, progress: bool) -> dict[str, Any]:
 def _published(params: Params, data: Path, pool: list[str], progress: bool):
     from pipeline.acquire.split_lists import fetch_split, fetch_val_list
 
-    name = "pascal" if params.dataset == "voc" else "cityscapes"
+    name: Literal["pascal", "cityscapes"] = "pascal" if params.dataset == "voc" else "cityscapes"
     if params.dataset == "cityscapes":
         from pipeline.acquire.cityscapes import id_from_published as to_id
     else:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import io
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
 
 from pipeline.config.merge import MergeError, merge
 from pipeline.config.params import Params, ParamsError, load_params
@@ -37,7 +36,7 @@ def _yaml() -> YAML:
     return yaml
 
 
-def _replace_eol_comment(base: CommentedMap, overlay: CommentedMap, key: str) -> None:
+def _replace_eol_comment(base: Any, overlay: Any, key: str) -> None:
     """The overlay's end-of-line comment for `key`, or none: the base's described its old value.
 
     ruamel keeps the comment lines that follow a key in the same token as its end-of-line

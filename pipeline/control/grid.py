@@ -90,7 +90,9 @@ def run_grid(dvcfile: Path, jobs: int, only: Sequence[str] = (), dry: bool = Fal
         return 0
     # Each job gets cores // jobs torch threads (pipeline/control/threads.py reads IMAS_JOBS).
     env = {**os.environ, "IMAS_JOBS": str(jobs)}
-    waiting, running, failed = list(names), {}, set()
+    waiting = list(names)
+    running: dict[str, tuple[subprocess.Popen, Any, float]] = {}
+    failed: set[str] = set()
     while waiting or running:
         for name in list(waiting):
             if len(running) >= jobs:

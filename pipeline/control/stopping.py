@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -34,11 +35,11 @@ def training_stops(stage: str, resume_file: Path) -> Iterator[Callable[[], bool]
     one-line message on stderr instead of a traceback.
     """
     received: list[int] = []
-    previous: dict[int, object] = {}
+    previous: dict[int, Any] = {}
 
     under_torchrun = "LOCAL_RANK" in os.environ
 
-    def handler(signum: int, _frame: object) -> None:
+    def handler(signum: int, _frame: Any) -> None:
         received.append(signum)
         if not under_torchrun:
             for sig, old in previous.items():
@@ -74,5 +75,5 @@ def training_stops(stage: str, resume_file: Path) -> Iterator[Callable[[], bool]
         typer.echo(f"error: {stage}: {err}; {kept}", err=True)
         raise typer.Exit(1) from None
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        for signum, old in previous.items():
+            signal.signal(signum, old)

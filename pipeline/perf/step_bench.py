@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -157,7 +157,7 @@ def eval_throughput(params: Any, data: Any, model: nn.Module) -> float:
     from pipeline.training.loaders import val_loader
 
     loader = val_loader(params, data)
-    images = len(loader.dataset)
+    images = len(cast(Sized, loader.dataset))
     evaluate(model, loader, params.model.num_classes)  # warm-up (decodes and caches images)
     start = time.perf_counter()
     evaluate(model, loader, params.model.num_classes)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 import matplotlib.style
@@ -27,7 +27,7 @@ from imas.data.catalogue import IGNORE_INDEX
 from pipeline.control.outputs import atomic_path
 
 DPI = 100
-_RUN_COLORS = matplotlib.colormaps["tab10"].colors
+_RUN_COLORS = cast(Any, matplotlib.colormaps["tab10"]).colors
 _HIGHLIGHT = {"SupOnly": "#4d4d4d", "iMAS": "#d95f02"}
 _OTHER_BAR = "#b3b3b3"
 
@@ -228,7 +228,11 @@ def ablation_bars(path: Path | str, results: pd.DataFrame) -> None:
         for y, value in zip(positions, values, strict=True):
             text = "n/a" if np.isnan(value) else f"{value:.2f}"
             ax.text(
-                max(float(np.nan_to_num(value)), 0.0) + 0.01 * top, y, text, va="center", fontsize=9
+                max(float(np.nan_to_num(value)), 0.0) + 0.01 * top,
+                float(y),
+                text,
+                va="center",
+                fontsize=9,
             )
         ax.set_yticks(positions, names)
         ax.invert_yaxis()
@@ -284,7 +288,7 @@ def hardness_histograms(path: Path | str, hardness: pd.DataFrame, bins: int = 20
             weights = np.full(len(values), 1.0 / len(values))
             ax.hist(
                 values,
-                bins=edges,
+                bins=list(edges),
                 weights=weights,
                 histtype="step",
                 linewidth=1.8,

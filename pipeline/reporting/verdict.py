@@ -190,7 +190,8 @@ def premise_correlations(path: Path) -> tuple[list[float], int]:
     """Spearman(easiness, pseudo_miou) per epoch of one premise file, and the number of epochs
     skipped because a side is constant or has under two images (no ranking to correlate)."""
     rows = read_premise(path)
-    rhos, skipped = [], 0
+    rhos: list[float] = []
+    skipped = 0
     for epoch in np.unique(rows[:, 0]):
         e, q = rows[rows[:, 0] == epoch, 1], rows[rows[:, 0] == epoch, 2]
         if len(e) < 2 or np.ptp(e) == 0 or np.ptp(q) == 0:
@@ -236,7 +237,8 @@ def judge(g: Grid, methods: Sequence[str]) -> Verdict:
     )
     per_count = {c: interval(differences(g, c, "imas", "mean_teacher")) for c in g.counts}
     pooled = [d for c in g.counts for d in differences(g, c, "imas", "mean_teacher")]
-    rhos, skipped = [], 0
+    rhos: list[float] = []
+    skipped = 0
     for (_, _), cell in sorted(g.runs.items()):
         if "imas" in cell:
             found, lost = premise_correlations(cell["imas"].file("_premise.csv"))

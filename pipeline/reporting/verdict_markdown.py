@@ -88,7 +88,7 @@ def rule_lines(v: Verdict) -> list[tuple[str, str, str]]:
 
 
 def _names(g: Grid) -> list[str]:
-    return row_order({n for names in g.planned.values() for n in names})
+    return row_order(sorted({n for names in g.planned.values() for n in names}))
 
 
 def _table(g: Grid, rows: list[tuple[str, list[str]]]) -> list[str]:

@@ -3,8 +3,9 @@ unlabeled streams of a split, and evaluation lists in order (sharded under DDP).
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -18,7 +19,7 @@ from pipeline.config.params import Params, RuntimeParams
 def _loader(dataset, batch: int, shuffle: bool, seed: int, runtime: RuntimeParams, drop: bool):
     # Worker processes seed their augmentations from this generator: one stream per rank.
     generator = torch.Generator().manual_seed(distributed.rank_seed(seed, distributed.rank()))
-    sampler = None
+    sampler: torch.utils.data.Sampler | None = None
     if shuffle and distributed.active():
         # The same permutation on every rank (seeded, reshuffled per pass by Stream's
         # set_epoch), each rank taking its own equal share of it.
@@ -88,8 +89,11 @@ def ids_loader(
     params: Params, data: Path, ids: list[str], shard: bool = False
 ) -> torch.utils.data.DataLoader:
     """Images, masks and ids of `ids` in order, batches of `evaluate.batch_size`."""
-    dataset = ValDataset(data, ids, params.model.num_classes, **_dataset_kwargs(params))
+    dataset: torch.utils.data.Dataset = ValDataset(
+        data, ids, params.model.num_classes, **_dataset_kwargs(params)
+    )
     if shard and distributed.active():
-        indices = distributed.shard(len(dataset), distributed.rank(), distributed.world_size())
+        size = len(cast(Sized, dataset))
+        indices = distributed.shard(size, distributed.rank(), distributed.world_size())
         dataset = torch.utils.data.Subset(dataset, list(indices))
     return _loader(dataset, params.evaluate.batch_size, False, 0, params.runtime, drop=False)
