@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from imas import distributed
-from pipeline.config.params import RuntimeParams
+from pipeline.config.sections import RuntimeParams
 from pipeline.control.threads import apply_threads
 
 

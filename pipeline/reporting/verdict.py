@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from pipeline.config.params import BenchmarkParams
+from pipeline.config.sections import BenchmarkParams
 from pipeline.reporting.intervals import Interval, paired_bootstrap, paired_t
 
 # The thresholds of the rules, fixed before the grid ran (issue 17); points of mIoU.

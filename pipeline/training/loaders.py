@@ -13,7 +13,8 @@ from imas import distributed
 from imas.data.catalogue import layout_for
 from imas.data.datasets import LabeledDataset, UnlabeledDataset, ValDataset
 from imas.data.splits import read_list
-from pipeline.config.params import Params, RuntimeParams
+from pipeline.config.params import Params
+from pipeline.config.sections import RuntimeParams
 
 
 def _loader(dataset, batch: int, shuffle: bool, seed: int, runtime: RuntimeParams, drop: bool):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.config.params import BenchmarkParams
+from pipeline.config.sections import BenchmarkParams
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config.params import EvaluateParams, ParamsError, flatten, load_params
+from pipeline.config.params import ParamsError, flatten, load_params
+from pipeline.config.sections import EvaluateParams
 
 ROOT = Path(__file__).resolve().parents[2]
 
