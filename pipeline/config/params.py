@@ -28,6 +28,7 @@ from imas.config import (
 )
 from imas.data.catalogue import CITYSCAPES_CLASSES, POOL_SIZES, VOC_CLASSES, published_counts
 from pipeline.config.merge import merge
+from pipeline.config.paper_numbers import PRESETS
 from pipeline.config.sections import (
     RUN_PARAMS,
     BenchmarkParams,
@@ -39,7 +40,6 @@ from pipeline.config.sections import (
     SupervisedRun,
     TeacherStudentRun,
 )
-from pipeline.reporting.paper_numbers import PRESETS
 
 
 class ParamsError(ValueError):

@@ -18,9 +18,9 @@ import typer
 from ruamel.yaml import YAML
 
 from pipeline.config.merge import MergeError, merge
+from pipeline.config.paper_numbers import PRESETS, preset_published
 from pipeline.config.params import Params, ParamsError, load_params
 from pipeline.control.outputs import atomic_path
-from pipeline.reporting.paper_numbers import PRESETS, preset_published
 
 PRESET_DIR = Path(__file__).with_name("presets")
 

@@ -18,7 +18,7 @@ from imas.config import (
     SupervisedConfig,
     TeacherStudentConfig,
 )
-from pipeline.reporting.paper_numbers import PUBLISHED
+from pipeline.config.paper_numbers import PUBLISHED
 
 
 class SplitParams(Section):
@@ -206,7 +206,7 @@ class BenchmarkParams(Section):
     ablations: list[str] = Field(description="keys of the top-level `ablations` section to run")
     ablation_labeled: list[int] = Field(description="the label counts the ablations run at")
     published: str | None = Field(
-        description="null, or a preset of pipeline/reporting/paper_numbers.py printed beside "
+        description="null, or a preset of pipeline/config/paper_numbers.py printed beside "
         "our numbers"
     )
 

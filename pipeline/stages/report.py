@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from pipeline.config.options import ParamsOpt, SetOpt, params_or_exit
+from pipeline.config.paper_numbers import preset_published
 from pipeline.control.tracking import stage_run
-from pipeline.reporting.paper_numbers import preset_published
 from pipeline.reporting.report import header_facts, published_block, write_report
 from pipeline.reporting.report_inputs import ReportInputError, load_inputs
 

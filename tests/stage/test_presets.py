@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import presets
+from pipeline.config.paper_numbers import PRESETS, PUBLISHED
 from pipeline.config.params import ParamsError, load_params
-from pipeline.reporting.paper_numbers import PRESETS, PUBLISHED
 
 ROOT = Path(__file__).resolve().parents[2]
 
