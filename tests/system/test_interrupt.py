@@ -57,7 +57,7 @@ def test_fit_stops_when_asked_and_its_state_finishes_the_run() -> None:
 
 
 def test_under_ddp_a_stop_or_a_nan_on_one_rank_stops_every_rank_together() -> None:
-    from ddp_stop_worker import spawn_within, stop_worker
+    from support.ddp_stop_worker import spawn_within, stop_worker
 
     spawn_within(stop_worker, 2, seconds=60)
 
