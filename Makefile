@@ -60,16 +60,16 @@ verdict: setup
 		--figures ../../reports/figures/protocol
 
 # One iMAS step and one evaluation at the full shape of every paper preset (R101 at 513, R50 at
-# 769 with sliding evaluation on a 1024×2048 image), timed: reports/smoke/*.json, reports/smoke.md.
+# 769 with sliding evaluation on a 1024×2048 image), timed: benchmarks/perf/smoke/*.json, benchmarks/perf/smoke.md.
 SMOKE_PRESETS := voc_classic_r101 voc_blended_r101 voc_blended_r50 cityscapes_r50_os16 cityscapes_r50_os8
 smoke: setup
 	for p in $(SMOKE_PRESETS); do \
 		case $$p in cityscapes*) size="1024 2048";; *) size="375 500";; esac; \
-		$(BIN)/imas smoke $$p --eval-size $$size --out reports/smoke/$$p.json \
-			--table reports/smoke.md || exit 1; \
+		$(BIN)/imas smoke $$p --eval-size $$size --out benchmarks/perf/smoke/$$p.json \
+			--table benchmarks/perf/smoke.md || exit 1; \
 	done
 
-# reports/benchmarks.md: hardness, strong augmentation, step cost by method, a profile of the
+# benchmarks/perf/benchmarks.md: hardness, strong augmentation, step cost by method, a profile of the
 # default step (these need `make repro` first: they start from its warmup weights), and the
 # default `dvc repro` timed in a fresh clone. Run on an otherwise idle machine.
 perf: setup

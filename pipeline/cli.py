@@ -100,8 +100,8 @@ STAGES: dict[str, Entry] = {
     "perf": Entry(
         "pipeline.perf.cli",
         "app",
-        "Performance benchmarks (reports/benchmarks.md): hardness, augmentation, step cost, "
-        "profile, end to end.",
+        "Performance benchmarks of this machine (benchmarks/perf/benchmarks.md): hardness, "
+        "augmentation, step cost, profile, end to end.",
     ),
 }
 

@@ -1,4 +1,5 @@
-"""`imas perf ...`: each benchmark writes reports/perf/<name>.json; `report` renders them."""
+"""`imas perf ...`: each benchmark writes benchmarks/perf/results/<name>.json; `report` renders
+them."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ from pipeline.perf.report import render
 from pipeline.perf.timing import machine
 
 app = typer.Typer(
-    help="Performance benchmarks (reports/benchmarks.md): hardness, augmentation, step cost, "
-    "profile, end to end.",
+    help="Performance benchmarks of this machine (benchmarks/perf/benchmarks.md): hardness, "
+    "augmentation, step cost, profile, end to end.",
     no_args_is_help=True,
     add_completion=False,
 )
 
 PerfDir = Annotated[Path, typer.Option("--out-dir", help="where the JSON results go")]
 Threads = Annotated[int, typer.Option(help="torch threads")]
-_OUT = Path("reports/perf")
+_OUT = Path("benchmarks/perf/results")
 
 
 def _write(folder: Path, name: str, result: dict) -> Path:
@@ -175,9 +176,11 @@ def repro_command(
 @app.command("report")
 def report_command(
     in_dir: Annotated[Path, typer.Option("--in-dir", help="benchmark JSONs")] = _OUT,
-    out: Annotated[Path, typer.Option(help="markdown report")] = Path("reports/benchmarks.md"),
+    out: Annotated[Path, typer.Option(help="markdown report")] = Path(
+        "benchmarks/perf/benchmarks.md"
+    ),
 ) -> None:
-    """Render reports/benchmarks.md from the benchmark JSONs."""
+    """Render benchmarks/perf/benchmarks.md from the benchmark JSONs."""
     from pipeline.control.outputs import atomic_path
 
     text = render(in_dir)

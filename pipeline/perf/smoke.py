@@ -105,7 +105,7 @@ def smoke_table(folder: Path) -> str:
 
 def command(
     preset: Annotated[str, typer.Argument(help=f"one of: {', '.join(PRESETS)}")],
-    out: Annotated[Path, typer.Option(help="JSON to write")] = Path("reports/smoke.json"),
+    out: Annotated[Path, typer.Option(help="JSON to write")] = Path("benchmarks/perf/smoke.json"),
     batch: Annotated[int, typer.Option(help="labeled and unlabeled images per step")] = 1,
     crop: Annotated[int | None, typer.Option(help="override the preset's crop (tests)")] = None,
     eval_size: Annotated[tuple[int, int], typer.Option(help="H W of the evaluated image")] = (
