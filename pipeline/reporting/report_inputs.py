@@ -8,7 +8,6 @@ one (older ones) have no such run, so the warmup stands in for SupOnly, as it us
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.control.outputs import HISTORY_FIELDS
+from pipeline.reporting.inputs import ReportInputError, read_json, require
 
 SUMMARY_KEYS = ["method", "miou", "best_epoch", "last_miou_student", "iterations"]
 # Diagnostics added to the history after runs had been written without them: a history that
@@ -41,10 +41,6 @@ ABLATION_NAMES = {
     "no_adaptive_cutmix": "iMAS w/o adaptive CutMix (p=0.5, random pairs)",
 }
 WARMUP_NAME = "Warmup (first part of the schedule)"
-
-
-class ReportInputError(Exception):
-    """A metrics file is missing or malformed; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -78,28 +74,12 @@ def _run_key(name: str) -> str:
     return name if name in (SUPERVISED, "mean_teacher") else f"ablation.{name}"
 
 
-def _require(path: Path, stage: str) -> None:
-    if not path.is_file():
-        raise ReportInputError(f"{path}: no such file (run the `{stage}` stage first)")
-
-
-def read_json(path: Path, stage: str) -> dict[str, Any]:
-    _require(path, stage)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ReportInputError(f"{path}: not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ReportInputError(f"{path}: expected a JSON object")
-    return data
-
-
 def read_run(key: str, name: str, summary: Path, history: Path, stage: str) -> Run:
     data = read_json(summary, stage)
     missing = [k for k in SUMMARY_KEYS if k not in data]
     if missing:
         raise ReportInputError(f"{summary}: missing key(s) {', '.join(missing)}")
-    _require(history, stage)
+    require(history, stage)
     frame = pd.read_csv(history)
     missing = [c for c in HISTORY_FIELDS if c not in frame.columns and c not in LATER_COLUMNS]
     if missing:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import numpy as np
 from scipy import stats
 
 from pipeline.config.sections import BenchmarkParams
+from pipeline.reporting.inputs import ReportInputError, read_json
 from pipeline.reporting.intervals import Interval, paired_bootstrap, paired_t
 
 # The thresholds of the rules, fixed before the grid ran (issue 17); points of mIoU.
@@ -47,10 +47,6 @@ LABELS = {
 PREMISE_RUNS = ("imas", "anti_imas")  # the runs that compute easiness and log the premise
 MISSING = "—"
 Cell = tuple[int, int]  # (label count, seed)
-
-
-class VerdictError(ValueError):
-    """A run file is missing or malformed; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ def run_files(name: str) -> list[str]:
 
 
 def load_grid(results: Path, grid: BenchmarkParams, partial: bool = False) -> Grid:
-    """Every planned run of `grid`; raise VerdictError naming the first
+    """Every planned run of `grid`; raise ReportInputError naming the first
     missing file, or with `partial` keep only the (count, seed) cells that have all files."""
     counts = sorted(grid.labeled)
     planned = {
@@ -106,35 +102,41 @@ def load_grid(results: Path, grid: BenchmarkParams, partial: bool = False) -> Gr
             files = [folder / f for name in planned[count] for f in run_files(name)]
             absent = [f for f in files if not f.is_file()]
             if absent and not partial:
-                raise VerdictError(f"{absent[0]}: missing run file (--partial skips its cell)")
+                raise ReportInputError(f"{absent[0]}: missing run file (--partial skips its cell)")
             if absent:
                 missing.append(folder.name)
                 continue
             runs[(count, seed)] = {name: read_run(folder, name) for name in planned[count]}
             _same_images(runs[(count, seed)])
     if not runs:
-        raise VerdictError(f"{results}: no (count, seed) cell of the grid has all its run files")
+        raise ReportInputError(
+            f"{results}: no (count, seed) cell of the grid has all its run files"
+        )
     return Grid(counts, list(grid.seeds), planned, runs, missing)
 
 
 def read_run(folder: Path, name: str) -> Run:
     path = folder / f"{name}.json"
+    summary = read_json(path, "train")
     try:
-        summary = json.loads(path.read_text())
         test, val = float(summary["test_miou"]), float(summary["miou"])
     except (ValueError, KeyError, TypeError) as err:
-        raise VerdictError(f"{path}: not a run summary with test_miou and miou ({err})") from None
+        raise ReportInputError(
+            f"{path}: not a run summary with test_miou and miou ({err})"
+        ) from None
     if not (math.isfinite(test) and math.isfinite(val)):
-        raise VerdictError(f"{path}: test_miou={test}, miou={val} must be finite")
+        raise ReportInputError(f"{path}: test_miou={test}, miou={val} must be finite")
     npz = folder / f"{name}_test.npz"
     try:
         with np.load(npz, allow_pickle=False) as data:
             confusions, ids = data["confusions"], data["ids"]
     except (OSError, ValueError, KeyError) as err:
-        raise VerdictError(f"{npz}: not an npz with confusions and ids ({err})") from None
+        raise ReportInputError(f"{npz}: not an npz with confusions and ids ({err})") from None
     n = confusions.shape[0] if confusions.ndim == 3 else -1
     if n < 1 or confusions.shape[1] != confusions.shape[2] or ids.shape != (n,):
-        raise VerdictError(f"{npz}: need confusions [N, C, C] and N ids, got {confusions.shape}")
+        raise ReportInputError(
+            f"{npz}: need confusions [N, C, C] and N ids, got {confusions.shape}"
+        )
     return Run(test, val, confusions, ids, folder, name)
 
 
@@ -143,7 +145,7 @@ def _same_images(cell: dict[str, Run]) -> None:
     first = next(iter(cell.values()))
     for run in cell.values():
         if not np.array_equal(run.ids, first.ids):
-            raise VerdictError(f"{run.file('_test.npz')}: test ids differ from {first.name}'s")
+            raise ReportInputError(f"{run.file('_test.npz')}: test ids differ from {first.name}'s")
 
 
 def values(g: Grid, count: int, name: str, key: str = "test_miou") -> list[float]:
@@ -182,7 +184,9 @@ def read_premise(path: Path) -> np.ndarray:
                 for r in csv.DictReader(fh)
             ]
     except (ValueError, KeyError, TypeError) as err:
-        raise VerdictError(f"{path}: need columns epoch,id,easiness,pseudo_miou ({err})") from None
+        raise ReportInputError(
+            f"{path}: need columns epoch,id,easiness,pseudo_miou ({err})"
+        ) from None
     return np.array(rows, dtype=np.float64).reshape(-1, 3)
 
 
@@ -266,7 +270,7 @@ def scene_bootstrap(g: Grid) -> dict[int, dict[int, Interval]]:
             try:
                 iv = paired_bootstrap(a.confusions, b.confusions, resamples=2000, seed=0)
             except ValueError as err:
-                raise VerdictError(f"{a.file('_test.npz')}: {err}") from None
+                raise ReportInputError(f"{a.file('_test.npz')}: {err}") from None
             out.setdefault(count, {})[seed] = iv
     return out
 

@@ -17,6 +17,7 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 
+from pipeline.reporting.inputs import ReportInputError
 from pipeline.reporting.intervals import Interval
 from pipeline.reporting.plots import _color, _figure, _save
 from pipeline.reporting.verdict import (
@@ -24,7 +25,6 @@ from pipeline.reporting.verdict import (
     SSL_ESTIMATE,
     Grid,
     Verdict,
-    VerdictError,
     differences,
     interval,
     label,
@@ -77,7 +77,7 @@ def read_curve(path: Path, column: str) -> tuple[np.ndarray, np.ndarray]:
                 (int(r["epoch"]), float(r[column])) for r in csv.DictReader(fh) if r.get(column)
             ]
     except (ValueError, KeyError, TypeError) as err:
-        raise VerdictError(f"{path}: need columns epoch and {column} ({err})") from None
+        raise ReportInputError(f"{path}: need columns epoch and {column} ({err})") from None
     arr = np.array(pairs, dtype=np.float64).reshape(-1, 2)
     return arr[:, 0], arr[:, 1]
 

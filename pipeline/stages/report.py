@@ -11,8 +11,9 @@ import typer
 from pipeline.config.options import ParamsOpt, SetOpt, params_or_exit
 from pipeline.config.paper_numbers import preset_published
 from pipeline.control.tracking import stage_run
+from pipeline.reporting.inputs import ReportInputError
 from pipeline.reporting.report import header_facts, published_block, write_report
-from pipeline.reporting.report_inputs import ReportInputError, load_inputs
+from pipeline.reporting.report_inputs import load_inputs
 
 
 def command(

@@ -10,8 +10,8 @@ import typer
 
 from pipeline.config.options import ParamsOpt, params_or_exit
 from pipeline.control.outputs import atomic_path, write_json
+from pipeline.reporting.inputs import ReportInputError
 from pipeline.reporting.verdict import (
-    VerdictError,
     judge,
     load_grid,
     scene_bootstrap,
@@ -57,7 +57,7 @@ def command(
         boot = scene_bootstrap(g)
         text = render_markdown(g, v, boot)
         drawn = figure_data(g, v)
-    except VerdictError as err:
+    except ReportInputError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     write_json(out, verdict_json(g, v, boot))

@@ -14,7 +14,8 @@ from typer.testing import CliRunner, Result
 
 from pipeline.control.outputs import HISTORY_FIELDS
 from pipeline.reporting import plots, report
-from pipeline.reporting.report_inputs import ReportInputError, ablation_name
+from pipeline.reporting.inputs import ReportInputError
+from pipeline.reporting.report_inputs import ablation_name
 from pipeline.stages import report as report_stage
 
 REPO = Path(__file__).resolve().parents[2]
