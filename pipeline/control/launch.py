@@ -10,12 +10,13 @@ and train.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import typer
+
+from pipeline.control.stopping import wait_forwarding_stops
 
 # The folder holding `pipeline/`: the children import the code this process runs.
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -58,28 +59,5 @@ def relaunch_under_torchrun(nproc: int, command: str) -> None:
     # SIGTERM. In the terminal's group torchrun got the SIGINT and then that SIGTERM, and a
     # second signal inside its shutdown handler crashed it before the workers had saved.
     child = subprocess.Popen(torchrun_command(nproc, argv), env=env, start_new_session=True)
-    code = _wait_forwarding_stops(child)
+    code = wait_forwarding_stops(child)
     raise typer.Exit(code=code)
-
-
-def _wait_forwarding_stops(child: subprocess.Popen) -> int:
-    """Wait for torchrun; a SIGTERM or SIGINT meanwhile is passed on to it as SIGTERM, which it
-    forwards to the workers (they stop with a resume checkpoint), and this process then exits
-    with 128 + the signal it got. Without this, SIGTERM would end this process alone and leave
-    torchrun training, and Ctrl-C would make subprocess.run SIGKILL torchrun mid-save."""
-    got: list[int] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        # Once: torchrun turns it into a SIGTERM to each worker; a repeat would interrupt its
-        # own shutdown.
-        if not got:
-            child.send_signal(signal.SIGTERM)
-        got.append(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code = child.wait()
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    return 128 + got[0] if got else code

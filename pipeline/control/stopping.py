@@ -1,12 +1,14 @@
-"""How a training stage stops early: on SIGINT/SIGTERM with a resume checkpoint and exit code
-128 + signal (130, 143), on a NaN or Inf with an error naming the iteration. Either way no
-output is written, and the MLflow run is closed as KILLED or FAILED by `tracking.stage_run`.
+"""Every signal a stage handles, in one place: a training stage stops early on SIGINT/SIGTERM
+with a resume checkpoint and exit code 128 + signal (130, 143), on a NaN or Inf with an error
+naming the iteration (either way no output is written, and the MLflow run is closed as KILLED
+or FAILED by `tracking.stage_run`); a stage relaunched under torchrun passes the stop on.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -77,3 +79,26 @@ def training_stops(stage: str, resume_file: Path) -> Iterator[Callable[[], bool]
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def wait_forwarding_stops(child: subprocess.Popen) -> int:
+    """Wait for torchrun; a SIGTERM or SIGINT meanwhile is passed on to it as SIGTERM, which it
+    forwards to the workers (they stop with a resume checkpoint), and this process then exits
+    with 128 + the signal it got. Without this, SIGTERM would end this process alone and leave
+    torchrun training, and Ctrl-C would make subprocess.run SIGKILL torchrun mid-save."""
+    got: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        # Once: torchrun turns it into a SIGTERM to each worker; a repeat would interrupt its
+        # own shutdown.
+        if not got:
+            child.send_signal(signal.SIGTERM)
+        got.append(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return 128 + got[0] if got else code
