@@ -10,14 +10,16 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Preset:
+class PublishedTable:
+    """One setting's published numbers (a table of the paper), which a preset is compared with."""
+
     title: str  # the setting, as the table's caption names it
     miou: dict[str, dict[int, float | None]]  # method → label count → val mIoU (%)
     note: str = ""  # where a number comes from, when not from the paper's tables
 
 
-PUBLISHED: dict[str, Preset] = {
-    "voc_classic": Preset(
+PUBLISHED: dict[str, PublishedTable] = {
+    "voc_classic": PublishedTable(
         title="PASCAL VOC 2012, classic split (U2PL lists), ResNet-101",
         miou={
             "imas": {92: 68.8, 183: 75.3, 366: 79.1, 732: 80.2, 1464: 82.0},
@@ -25,28 +27,28 @@ PUBLISHED: dict[str, Preset] = {
         },
         note="SupOnly numbers are from the authors' logs; none is published for 1,464 labels.",
     ),
-    "voc_blended_r101": Preset(
+    "voc_blended_r101": PublishedTable(
         title="PASCAL VOC 2012, blended split (CPS lists), ResNet-101",
         miou={
             "imas": {662: 77.2, 1323: 78.4, 2646: 79.3},
             "supervised": {662: 67.4, 1323: 72.1, 2646: 74.7},
         },
     ),
-    "voc_blended_r50": Preset(
+    "voc_blended_r50": PublishedTable(
         title="PASCAL VOC 2012, blended split (CPS lists), ResNet-50",
         miou={
             "imas": {662: 75.9, 1323: 76.7, 2646: 77.1},
             "supervised": {662: 63.8, 1323: 69.0, 2646: 72.5},
         },
     ),
-    "cityscapes": Preset(
+    "cityscapes": PublishedTable(
         title="Cityscapes (U2PL lists), ResNet-50, output stride 16",
         miou={
             "imas": {186: 74.3, 372: 77.4, 744: 78.1, 1488: 79.3},
             "supervised": {186: 64.0, 372: 69.2, 744: 73.0, 1488: 76.4},
         },
     ),
-    "cityscapes_os8": Preset(
+    "cityscapes_os8": PublishedTable(
         title="Cityscapes (U2PL lists), ResNet-50, output stride 8",
         miou={
             "imas": {186: 75.2, 372: 78.0, 744: 78.2, 1488: 80.2},
@@ -67,6 +69,6 @@ PRESETS: dict[str, str] = {
 }
 
 
-def preset_published(name: str) -> Preset:
+def preset_published(name: str) -> PublishedTable:
     """The published numbers preset `name` is compared with."""
     return PUBLISHED[PRESETS[name]]
