@@ -10,15 +10,15 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup fashion-mnist repro sweep paper-table verdict smoke perf plots plots-assets test lint check-reports mlflow-ui clean
+.PHONY: setup fashion-mnist repro sweep paper-table verdict smoke perf plots plots-assets test test-fast lint check-reports mlflow-ui clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
 # Fashion-MNIST, the garments of the built-in scenes: Debian's package where apt runs as root;
-# elsewhere imas/data/fashion_mnist.py downloads the official files (checksum-verified).
+# elsewhere pipeline/acquire/fashion_mnist.py downloads the official files (checksum-verified).
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 fashion-mnist:
 	@if [ -f $(FASHION_MNIST) ]; then :; \
@@ -36,7 +36,7 @@ repro: setup
 	$(BIN)/dvc repro
 
 # A queued sweep (README, Sweeps): one experiment per label count, JOBS at a time. IMAS_JOBS
-# tells each stage how many jobs share the cores (pipeline/threads.py); counting live queue
+# tells each stage how many jobs share the cores (pipeline/control/threads.py); counting live queue
 # workers instead can miss one that has not registered yet. Waits until all have run.
 LABELED ?= 92,183
 JOBS ?= 2
@@ -60,16 +60,16 @@ verdict: setup
 		--figures ../../reports/figures/protocol
 
 # One iMAS step and one evaluation at the full shape of every paper preset (R101 at 513, R50 at
-# 769 with sliding evaluation on a 1024×2048 image), timed: reports/smoke/*.json, reports/smoke.md.
+# 769 with sliding evaluation on a 1024×2048 image), timed: benchmarks/perf/smoke/*.json, benchmarks/perf/smoke.md.
 SMOKE_PRESETS := voc_classic_r101 voc_blended_r101 voc_blended_r50 cityscapes_r50_os16 cityscapes_r50_os8
 smoke: setup
 	for p in $(SMOKE_PRESETS); do \
 		case $$p in cityscapes*) size="1024 2048";; *) size="375 500";; esac; \
-		$(BIN)/imas smoke $$p --eval-size $$size --out reports/smoke/$$p.json \
-			--table reports/smoke.md || exit 1; \
+		$(BIN)/imas smoke $$p --eval-size $$size --out benchmarks/perf/smoke/$$p.json \
+			--table benchmarks/perf/smoke.md || exit 1; \
 	done
 
-# reports/benchmarks.md: hardness, strong augmentation, step cost by method, a profile of the
+# benchmarks/perf/benchmarks.md: hardness, strong augmentation, step cost by method, a profile of the
 # default step (these need `make repro` first: they start from its warmup weights), and the
 # default `dvc repro` timed in a fresh clone. Run on an otherwise idle machine.
 perf: setup
@@ -83,21 +83,27 @@ perf: setup
 # The plots page with local copies of its vega scripts, so that it renders with no network
 # (DVC's own page loads them from a CDN). The scripts are downloaded once, checksum-verified.
 plots-assets: setup
-	$(BIN)/python -m pipeline.plot_assets --out reports/plots/vendor
+	$(BIN)/python -m pipeline.reporting.plot_assets --out reports/plots/vendor
 
 plots: plots-assets
-	$(BIN)/dvc plots show --html-template pipeline/plots_page.html --out reports/plots
+	$(BIN)/dvc plots show --html-template pipeline/reporting/plots_page.html --out reports/plots
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The vega scripts too, so the offline plots page's browser test runs instead of skipping.
 # One test file per worker, a worker per core (TEST_WORKERS=0 runs them in this process): a
 # file's tests share module fixtures such as the end-to-end `dvc repro`, built once.
 TEST_WORKERS ?= auto
+# Every tier (tests/unit, tests/stage, tests/system); CI runs this. `make test-fast` leaves out
+# the system tier (marked slow: whole pipelines, subprocesses, servers).
 test: lint plots-assets
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+
+test-fast: lint plots-assets
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # CI: the committed default-pipeline report, and the SSL benchmark's and paper table's seed-0
 # warmup and tables, regenerate exactly.

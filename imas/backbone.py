@@ -6,6 +6,8 @@ head) and the high-level feature (layer4) whose stride is the configured output 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,11 @@ TINY_BLOCKS: tuple[int, int, int, int] = (1, 1, 1, 1)
 
 # Stages whose stride is replaced by dilation (layer2, layer3, layer4), as in DeepLab.
 DILATE: dict[int, tuple[bool, bool, bool]] = {16: (False, False, True), 8: (False, True, True)}
+
+
+def _conv(block: nn.Module, name: str) -> nn.Conv2d:
+    """A block's conv by name (nn.Module attributes are untyped)."""
+    return cast(nn.Conv2d, getattr(block, name))
 
 
 def conv_bn_relu(
@@ -103,10 +110,12 @@ def _dilate_basic_layer(layer: nn.Sequential, previous: int, dilation: int) -> N
     the rule torchvision's `replace_stride_with_dilation` applies to Bottleneck layers.
     """
     for i, block in enumerate(layer):
-        for conv, d in ((block.conv1, previous if i == 0 else dilation), (block.conv2, dilation)):
+        convs = (_conv(block, "conv1"), _conv(block, "conv2"))
+        for conv, d in zip(convs, (previous if i == 0 else dilation, dilation), strict=True):
             conv.stride, conv.dilation, conv.padding = (1, 1), (d, d), (d, d)
-        if block.downsample is not None:
-            block.downsample[0].stride = (1, 1)
+        downsample = cast(nn.Sequential | None, block.downsample)
+        if downsample is not None:
+            cast(nn.Conv2d, downsample[0]).stride = (1, 1)
 
 
 def deep_stem() -> tuple[nn.Sequential, nn.BatchNorm2d]:
@@ -165,7 +174,8 @@ def apply_multi_grid(layer4: nn.Sequential, dilation: int, grid: tuple[int, ...]
         raise ValueError(f"multi_grid {list(grid)} needs {len(layer4)} values, one per block")
     for block, g in zip(layer4, grid, strict=True):
         d = dilation * g
-        block.conv2.dilation, block.conv2.padding = (d, d), (d, d)
+        conv2 = _conv(block, "conv2")
+        conv2.dilation, conv2.padding = (d, d), (d, d)
 
 
 class ResNetBackbone(nn.Module):

@@ -7,9 +7,16 @@ reject unknown keys, so a typo in params.yaml fails loudly with the field named.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 
 class Section(BaseModel):
@@ -28,9 +35,7 @@ class EmbeddedDataConfig(Section):
     digits_per_scene: tuple[int, int] = Field(description="min, max objects per scene")
     digit_size: tuple[int, int] = Field(description="min, max object side in pixels")
     ignore_border: bool = Field(description="255 on anti-aliased object borders, as in VOC")
-    stroke: int = Field(
-        default=0, ge=0, le=4, description="pixels added to each side of a digit's strokes"
-    )
+    stroke: int = Field(ge=0, le=4, description="pixels added to each side of a digit's strokes")
 
     @model_validator(mode="after")
     def _distinct_digits(self) -> EmbeddedDataConfig:
@@ -44,7 +49,7 @@ class EmbeddedDataConfig(Section):
 
 
 class GarmentsDataConfig(Section):
-    """The built-in dataset: Fashion-MNIST garments on CC0 photos (`imas.data.garments`), in
+    """The built-in dataset: Fashion-MNIST garments on CC0 photos (`pipeline.acquire.garments`), in
     VOC's shape: a train_aug pool whose first `fine_scenes` are the labeled pool (VOC's 1,464
     fine images), val, a tune split for every choice of ours, and test scenes of Fashion-MNIST's
     own test glyphs. Disjoint glyph pools: no garment appears twice anywhere."""
@@ -74,9 +79,9 @@ class GarmentsDataConfig(Section):
 
     @property
     def class_names(self) -> list[str]:
-        from imas.data.fashion_mnist import CLASSES
+        from imas.data.catalogue import GARMENT_CLASSES
 
-        return ["background", *CLASSES]
+        return list(GARMENT_CLASSES)
 
 
 class AugConfig(Section):
@@ -173,7 +178,8 @@ class ModelConfig(Section):
 
 class AdaptiveConfig(Section):
     """One switch per adaptive part of iMAS, each changing one thing, so an ablation can turn
-    off exactly one; `mean_teacher` turns them all off (`TrainConfig.effective_adaptive`)."""
+    off exactly one; `mean_teacher` turns them all off (`TeacherStudentConfig.effective_adaptive`).
+    """
 
     intensity: Literal["mix", "sample", "strong"] = Field(
         description="mix: û_s = e·u_s + (1 − e)·u_w per image (SPEC §3, the released default); "
@@ -216,14 +222,9 @@ class OhemConfig(Section):
     min_kept: int = Field(ge=1, description="…but at least this many hardest pixels per batch")
 
 
-SEMI_ONLY = ("tau", "lambda_u", "ema_decay", "ignore_index0", "drop_weak_forward", "adaptive")
+class _RunConfig(Section):
+    """What every training run has: its length, batches, optimiser and supervised loss."""
 
-
-class TrainConfig(Section):
-    """One training run. The teacher–student fields (SEMI_ONLY) are required unless
-    `method` is supervised, where they would have no effect and may be left out."""
-
-    method: Literal["supervised", "mean_teacher", "imas"]
     epochs: int = Field(ge=1)
     iters_per_epoch: int | None = Field(
         ge=1, description="null: one pass over the unlabeled set (SPEC §6)"
@@ -235,7 +236,8 @@ class TrainConfig(Section):
         "length when supervised",
     )
     accumulate: int = Field(
-        1, ge=1, description="micro-batches whose gradients one optimizer step sums"
+        ge=1,
+        description="micro-batches per optimizer step; the batch sizes stay the step's total",
     )
     lr: float = Field(gt=0)
     head_lr_mult: float = Field(gt=0)
@@ -249,24 +251,6 @@ class TrainConfig(Section):
     ohem: OhemConfig | None = Field(
         description="null: plain cross-entropy on labeled images; else OHEM (main and aux)"
     )
-    tau: float | None = Field(None, gt=0, le=1, description="confidence threshold (loss, γ)")
-    lambda_u: float | None = Field(None, ge=0)
-    ema_decay: float | None = Field(None, ge=0, lt=1, description="cap of the EMA decay (§6)")
-    ignore_index0: bool | None = Field(
-        None, description="drop class 0 from the hardness weights (SPEC §2)"
-    )
-    drop_weak_forward: bool | None = Field(
-        None, description="leave u_w out of the student's training forward (documented deviation)"
-    )
-    adaptive: AdaptiveConfig | None = None
-
-    @model_validator(mode="after")
-    def _semi_fields(self) -> TrainConfig:
-        if self.method != "supervised":
-            missing = [name for name in SEMI_ONLY if getattr(self, name) is None]
-            if missing:
-                raise ValueError(f"method {self.method!r} needs: {', '.join(missing)}")
-        return self
 
     def micro_batches(self, world: int, section: str = "train") -> tuple[int, int]:
         """Labeled and unlabeled images per process and micro-batch: the total batch split over
@@ -285,10 +269,29 @@ class TrainConfig(Section):
             sizes.append(total // parts)
         return sizes[0], sizes[1]
 
+
+class SupervisedConfig(_RunConfig):
+    """Labeled images only: the warmup, and SupOnly (the warmup continued)."""
+
+    method: Literal["supervised"]
+
+
+class TeacherStudentConfig(_RunConfig):
+    """An EMA teacher pseudo-labels the unlabeled images for the student: the mean-teacher
+    baseline, or iMAS with the adaptive parts that `adaptive` switches on."""
+
+    method: Literal["mean_teacher", "imas"]
+    tau: float = Field(gt=0, le=1, description="confidence threshold (loss, γ)")
+    lambda_u: float = Field(ge=0)
+    ema_decay: float = Field(ge=0, lt=1, description="cap of the EMA decay (§6)")
+    ignore_index0: bool = Field(description="drop class 0 from the hardness weights (SPEC §2)")
+    drop_weak_forward: bool = Field(
+        description="leave u_w out of the student's training forward (documented deviation)"
+    )
+    adaptive: AdaptiveConfig
+
     def effective_adaptive(self) -> AdaptiveConfig:
         """Switches in force: the mean-teacher baseline has no adaptive part at all."""
-        if self.adaptive is None:
-            raise ValueError("a supervised run has no adaptive switches")
         if self.method == "mean_teacher":
             # The full strong view, CutMix (if on) at the fixed probability with random pairs,
             # every image weighing 1.
@@ -305,13 +308,34 @@ class TrainConfig(Section):
         return self.adaptive
 
 
+# The fields a teacher–student run has and a supervised one does not.
+TEACHER_STUDENT_ONLY = tuple(
+    name for name in TeacherStudentConfig.model_fields if name not in SupervisedConfig.model_fields
+)
+
+# One training run, its class chosen by `method`.
+TrainConfig = Annotated[SupervisedConfig | TeacherStudentConfig, Field(discriminator="method")]
+TRAIN_CONFIG: TypeAdapter[SupervisedConfig | TeacherStudentConfig] = TypeAdapter(TrainConfig)
+
+
 class SpeedConfig(Section):
     """How `fit` runs on the hardware: none of these switches changes the algorithm, though bf16
     rounding and BatchNorm over the global batch (`sync_bn`) change the numbers."""
 
     amp: Literal["off", "bf16"] = Field(
-        "off", description="bf16: model forwards under torch.autocast; losses and hardness in fp32"
+        description="bf16: model forwards under torch.autocast; losses and hardness in fp32"
     )
-    channels_last: bool = Field(False, description="NHWC weights (faster convolutions on GPUs)")
-    compile: bool = Field(False, description="torch.compile the student's training forward")
-    sync_bn: bool = Field(False, description="SyncBatchNorm across ranks (CUDA only)")
+    channels_last: bool = Field(description="NHWC weights (faster convolutions on GPUs)")
+    compile: bool = Field(description="torch.compile the student's training forward")
+    sync_bn: bool = Field(description="SyncBatchNorm across ranks (CUDA only)")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, value: Any) -> Any:
+        # YAML 1.1 (PyYAML, `--set`) reads a bare `off` as false.
+        return "off" if value is False else value
+
+    @classmethod
+    def off(cls) -> SpeedConfig:
+        """Every switch off: plain fp32 eager training, as on a CPU."""
+        return cls(amp="off", channels_last=False, compile=False, sync_bn=False)

@@ -12,11 +12,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from imas import distributed
+from imas.data.catalogue import IGNORE_INDEX
 from imas.data.transforms import normalize
 
 
 def confusion_matrix(
-    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255
+    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> Tensor:
     """`[C, C]` counts, rows = target class, columns = predicted class; ignored pixels skipped."""
     if pred.shape != target.shape:
@@ -200,7 +201,7 @@ def evaluate(
     batches: Iterable[tuple[Tensor, Tensor]] | Iterable[tuple[Tensor, Tensor, object]],
     num_classes: int,
     device: torch.device | str = "cpu",
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     progress: bool = False,
     *,
     mode: Literal["whole", "sliding"] = "whole",

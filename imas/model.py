@@ -1,4 +1,5 @@
-"""DeepLabV3+ segmentation model, optimiser parameter groups and the EMA teacher (SPEC §6, §7).
+"""DeepLabV3+ segmentation model, the optimiser (parameter groups, poly LR) and the EMA teacher
+(SPEC §6, §7).
 
 The decoder follows the authors' released `dec_deeplabv3_plus` (U2PL lineage): ASPP branches are
 concatenated, projected by a 1×1 conv, upsampled to the stride-4 low-level feature (projected by
@@ -12,14 +13,14 @@ optional auxiliary head on layer3.
 from __future__ import annotations
 
 import copy
-from typing import Literal, overload
+from typing import Any, Literal, cast, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imas.backbone import ResNetBackbone, TinyBackbone, conv_bn_relu
-from imas.config import ModelConfig
+from imas.config import ModelConfig, SupervisedConfig, TeacherStudentConfig
 
 
 class ASPP(nn.Module):
@@ -55,6 +56,7 @@ class DeepLabV3Plus(nn.Module):
         if cfg.backbone == "tiny":
             self.backbone = TinyBackbone(cfg.width, cfg.output_stride)
         else:
+            assert cfg.stem is not None  # ModelConfig requires one for a ResNet
             self.backbone = ResNetBackbone(
                 cfg.backbone, cfg.output_stride, stem=cfg.stem, multi_grid=cfg.multi_grid
             )
@@ -105,7 +107,7 @@ def build_model(cfg: ModelConfig) -> DeepLabV3Plus:
 
 
 def param_groups(
-    model: DeepLabV3Plus, lr: float, head_lr_mult: float, weight_decay: float
+    model: nn.Module, lr: float, head_lr_mult: float, weight_decay: float
 ) -> list[dict]:
     """SGD parameter groups: backbone at `lr`, everything else (ASPP, decoder) at lr·mult.
 
@@ -113,7 +115,7 @@ def param_groups(
     sets `g["lr"] = g["base_lr"] * (1 - it / max_it) ** power` without remembering the config.
     Weight decay applies to every parameter, BN and biases included, as in the authors' code.
     """
-    backbone = list(model.backbone.parameters())
+    backbone = list(cast(nn.Module, model.backbone).parameters())
     ids = {id(p) for p in backbone}
     head = [p for p in model.parameters() if id(p) not in ids]
     groups = [("backbone", backbone, lr), ("head", head, lr * head_lr_mult)]
@@ -152,7 +154,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     BN running mean/var follow the EMA too (SPEC §6); integer buffers (num_batches_tracked) are
     copied. decay = 0 copies, so the teacher equals the student bit for bit.
     """
-    pairs = [
+    pairs: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = [
         (dict(teacher.named_parameters()), dict(student.named_parameters())),
         (dict(teacher.named_buffers()), dict(student.named_buffers())),
     ]
@@ -173,3 +175,38 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
         # the same elementwise arithmetic, so the same bits.
         torch._foreach_mul_(blend_t, decay)
         torch._foreach_add_(blend_t, blend_s, alpha=1.0 - decay)
+
+
+def make_optimizer(
+    student: nn.Module,
+    cfg: SupervisedConfig | TeacherStudentConfig,
+    continued: dict[str, Any] | None,
+) -> torch.optim.SGD:
+    """SGD over the student's parameter groups; with `continued` (a previous run's state, not a
+    resume), its momentum buffers under this run's LR and hyper-parameters."""
+    optimizer = torch.optim.SGD(
+        param_groups(student, cfg.lr, cfg.head_lr_mult, cfg.weight_decay),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+    )
+    if continued is not None:
+        # A copy: SGD updates the loaded momentum buffers in place, and they would otherwise be
+        # the caller's tensors.
+        optimizer.load_state_dict(copy.deepcopy(continued))
+        # The saved state carries its run's LR and hyper-parameters; this run's config rules.
+        for group, fresh in zip(
+            optimizer.param_groups,
+            param_groups(student, cfg.lr, cfg.head_lr_mult, cfg.weight_decay),
+            strict=True,
+        ):
+            group.update({k: v for k, v in fresh.items() if k != "params"})
+            group["momentum"] = cfg.momentum
+    return optimizer
+
+
+def poly_lr(optimizer: torch.optim.Optimizer, step: int, total: int, power: float) -> float:
+    """Set every group's LR to base_lr · (1 − step / total)^power (SPEC §6); the first group's."""
+    factor = max(0.0, 1.0 - step / total) ** power
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    return optimizer.param_groups[0]["lr"]

@@ -10,7 +10,7 @@ If iMAS's premise holds, the two rank the images alike (issue 17's rule (e): Spe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from imas.hardness import hardness
 def premise_rows(
     student: nn.Module,
     teacher: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor, object]],
+    batches: Iterable[tuple[Tensor, Tensor, Sequence[object]]],
     num_classes: int,
     tau: float,
     ignore_index0: bool,

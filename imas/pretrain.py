@@ -1,52 +1,25 @@
 """Encoder pretraining by garment classification: the built-in stand-in for ImageNet weights
-(the `pretrain` stage, pipeline/pretrain.py).
+(the `pretrain` stage, pipeline/stages/pretrain.py).
 
-The images are the scenes' own kind (one Fashion-MNIST garment from the pretraining pool, drawn
-as the scenes draw it, on a crop of the bundled photos), so the encoder learns the garments and
-the photo clutter the segmentation scenes show, and never a glyph any scene uses. A linear head
+The images are the scenes' own kind (`pipeline.acquire.garments.render_crops`: one
+Fashion-MNIST garment from the pretraining pool, drawn as the scenes draw it, on a crop of the
+bundled photos), so the encoder learns the garments and the photo clutter the segmentation
+scenes show, and never a glyph any scene uses. A linear head
 on the globally pooled high-level feature is trained with the backbone and then dropped: what
 is kept is the backbone's state dict, which `imas.weights.load_backbone_weights` loads strictly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import cast
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from imas.data.embedded import background
-from imas.data.garments import contrast_colour, paste_garment
 from imas.data.transforms import normalize
-
-
-def render_crops(
-    glyph_ids: Sequence[int],
-    glyphs: np.ndarray,
-    labels: np.ndarray,
-    photos: list[np.ndarray],
-    size: int,
-    seed: int,
-) -> tuple[Tensor, Tensor]:
-    """uint8 images `[N, 3, size, size]` of one garment each and their classes `[N]` (0..9).
-
-    Image i is a pure function of (seed, glyph): a photo crop, the garment at a side of 55–90 %
-    of the image, centred within the middle fifth, in a colour that contrasts with the photo.
-    """
-    images = np.empty((len(glyph_ids), 3, size, size), dtype=np.uint8)
-    for i, g in enumerate(glyph_ids):
-        rng = np.random.default_rng([seed, 7, int(g)])
-        img = background(rng, photos[int(rng.integers(len(photos)))], size)
-        side = round(size * rng.uniform(0.55, 0.9))
-        centre = tuple(rng.uniform(0.4 * size, 0.6 * size, size=2))
-        colour = contrast_colour(rng, img[size // 2, size // 2])
-        mask = np.zeros((size, size), dtype=np.uint8)
-        paste_garment(img, mask, glyphs[g], 1, colour, centre, side)
-        images[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8).transpose(2, 0, 1)
-    return torch.from_numpy(images), torch.from_numpy(labels[list(glyph_ids)].astype(np.int64))
 
 
 class GlyphClassifier(nn.Module):
@@ -89,7 +62,8 @@ def pretrain_backbone(
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be >= 1")
     generator = torch.Generator().manual_seed(seed)
-    model = GlyphClassifier(backbone, int(backbone.high_channels), classes).train()
+    high_channels = int(cast(int, backbone.high_channels))
+    model = GlyphClassifier(backbone, high_channels, classes).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps = len(images) // batch_size
     total, history = epochs * steps, []

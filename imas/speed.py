@@ -9,7 +9,7 @@ reaches a state dict.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +52,7 @@ class TrainingNet:
         gradients local (the all-reduce waits for the step's last micro-batch)."""
         if self.ddp is None or sync:
             return nullcontext()
-        return self.ddp.no_sync()
+        return cast(nn.parallel.DistributedDataParallel, self.ddp).no_sync()
 
 
 def prepare(
@@ -74,5 +74,5 @@ def prepare(
     net = distributed.wrap(student, device, sync_bn=speed.sync_bn, find_unused=find_unused)
     ddp = net if net is not student else None
     if speed.compile:
-        net = torch.compile(net)
+        net = cast(nn.Module, torch.compile(net))
     return TrainingNet(with_amp(net, speed, device), ddp)

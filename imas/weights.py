@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -107,6 +108,6 @@ def load_pretrained(model: nn.Module, cfg: ModelConfig) -> None:
         state = IMAGENET[cfg.backbone].get_state_dict(
             progress=False, check_hash=True, weights_only=True
         )
-        load_backbone_weights(model.backbone, state)
+        load_backbone_weights(cast(nn.Module, model.backbone), state)
     else:
-        load_backbone_weights(model.backbone, cfg.pretrained)
+        load_backbone_weights(cast(nn.Module, model.backbone), cfg.pretrained)

@@ -3,7 +3,7 @@
 A stage's module is imported only when that stage runs: importing all of them (torch,
 torchvision, pandas, matplotlib) took 4–7 s here before `imas --help` could print or `imas
 download` could start, and the download, split and report stages need no torch at all. The
-listing of `imas --help` uses the summaries below, which tests/test_cli.py keeps equal to each
+listing of `imas --help` uses the summaries below, which tests/stage/test_cli.py keeps equal to each
 command's docstring.
 """
 
@@ -30,80 +30,83 @@ class Entry(NamedTuple):
 
 STAGES: dict[str, Entry] = {
     "download": Entry(
-        "pipeline.download",
+        "pipeline.stages.download",
         "command",
         "Create the dataset root: ImageSets/Segmentation lists, classes.json, images and masks.",
     ),
     "split": Entry(
-        "pipeline.split", "command", "Write the labeled and unlabeled id lists of the train pool."
+        "pipeline.stages.split",
+        "command",
+        "Write the labeled and unlabeled id lists of the train pool.",
     ),
     "pretrain": Entry(
-        "pipeline.pretrain",
+        "pipeline.stages.pretrain",
         "command",
         "Pretrain the backbone by garment classification on the dataset's pretraining pool.",
     ),
     "warmup": Entry(
-        "pipeline.warmup",
-        "command",
+        "pipeline.stages.train",
+        "warmup",
         "Train the student on labeled images only, with the `warmup` section of params.",
     ),
     "train": Entry(
-        "pipeline.train",
-        "command",
+        "pipeline.stages.train",
+        "train",
         "Teacher–student training with every adaptive part that params switch on.",
     ),
     "ablate": Entry(
-        "pipeline.ablate",
-        "command",
+        "pipeline.stages.train",
+        "ablate",
         "Train with the `train` section overridden by `ablations.NAME`.",
     ),
     "evaluate": Entry(
-        "pipeline.evaluate",
+        "pipeline.stages.evaluate",
         "command",
         "Evaluate SupOnly and iMAS (teacher and student; best and last epoch) on val.",
     ),
     "report": Entry(
-        "pipeline.report",
+        "pipeline.stages.report",
         "command",
         "Write results.md, metrics.json, results.csv and the figures from the metrics files.",
     ),
     "verdict": Entry(
-        "pipeline.verdict",
+        "pipeline.stages.verdict",
         "command",
         "Judge the benchmark grid by the rules fixed before it ran: verdict JSON, a paper-style "
         "table with 95 % intervals over seeds, and forest, premise and easiness figures.",
     ),
     "grid": Entry(
-        "pipeline.grid",
+        "pipeline.control.grid",
         "command",
         "Run a DVC benchmark's out-of-date stages JOBS at a time and record them in dvc.lock.",
     ),
     "plots-assets": Entry(
-        "pipeline.plot_assets",
+        "pipeline.reporting.plot_assets",
         "command",
         "Download vega, vega-lite and vega-embed (pinned, checksum-verified) for the offline plots "
-        "page: `dvc plots show --html-template pipeline/plots_page.html --out reports/plots`.",
+        "page: `dvc plots show --html-template pipeline/reporting/plots_page.html --out "
+        "reports/plots`.",
     ),
     "preset": Entry(
-        "pipeline.presets",
+        "pipeline.config.presets",
         "command",
         "Switch params.yaml to a paper setting; `dvc exp run -S labeled=N` then picks the column.",
     ),
     "smoke": Entry(
-        "pipeline.smoke",
+        "pipeline.perf.smoke",
         "command",
         "One iMAS step and one evaluation at a preset's shape on this machine; time and memory.",
     ),
     "perf": Entry(
         "pipeline.perf.cli",
         "app",
-        "Performance benchmarks (reports/benchmarks.md): hardness, augmentation, step cost, "
-        "profile, end to end.",
+        "Performance benchmarks of this machine (benchmarks/perf/benchmarks.md): hardness, "
+        "augmentation, step cost, profile, end to end.",
     ),
 }
 
 
-def command_for(name: str) -> click.Command:
+def command_for(name: str) -> Any:
     """The click command of `name`, importing its module."""
     entry = STAGES[name]
     target: Any = getattr(importlib.import_module(entry.module), entry.attribute)
@@ -121,17 +124,19 @@ class LazyStages(TyperGroup):
 
     _listing = False
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    # Typer runs on its own copy of click: its types are not the `click` package's, so the
+    # overrides take Any.
+    def list_commands(self, ctx: Any) -> list[str]:
         return list(STAGES)
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in STAGES:
             return None
         if self._listing:  # `imas --help`: a stand-in carrying the summary is enough
             return click.Command(cmd_name, help=STAGES[cmd_name].summary)
         return command_for(cmd_name)
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         self._listing = True
         try:
             super().format_help(ctx, formatter)

@@ -40,11 +40,6 @@ class Layout:
         return root / self.mask.replace("{id}", i)
 
 
-VOC_LAYOUT = Layout("JPEGImages/{id}.jpg", "SegmentationClass/{id}.png")
-# VOC training masks: the 10,582-image augmented set (SBD + VOC) U2PL and iMAS train on.
-VOC_AUG_LAYOUT = Layout("JPEGImages/{id}.jpg", "SegmentationClassAug/{id}.png")
-
-
 def check_listed(root: Path | str, ids: Sequence[str], layout: Layout, with_masks: bool) -> None:
     """Raise DataError naming the first listed id whose image (or mask) file is missing, and
     how many listed ids lack files; a stat per file, so a split is checked before training."""

@@ -14,10 +14,10 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
 from imas.config import AugConfig
+from imas.data.catalogue import IGNORE_INDEX
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-IGNORE_INDEX = 255
 
 
 def _uniform(lo: float, hi: float) -> float:

@@ -42,7 +42,10 @@ def _images(count: int, side: int, seed: int) -> np.ndarray:
     # photographs only if the histogram is not flat.
     coarse = rng.integers(0, 256, (count, side // 16 + 1, side // 16 + 1, 3), dtype=np.uint8)
     return np.stack(
-        [np.asarray(Image.fromarray(c).resize((side, side), Image.BILINEAR)) for c in coarse]
+        [
+            np.asarray(Image.fromarray(c).resize((side, side), Image.Resampling.BILINEAR))
+            for c in coarse
+        ]
     )
 
 

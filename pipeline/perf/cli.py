@@ -1,4 +1,5 @@
-"""`imas perf ...`: each benchmark writes reports/perf/<name>.json; `report` renders them."""
+"""`imas perf ...`: each benchmark writes benchmarks/perf/results/<name>.json; `report` renders
+them."""
 
 from __future__ import annotations
 
@@ -9,21 +10,21 @@ from typing import Annotated
 import torch
 import typer
 
-from pipeline.outputs import write_json
+from pipeline.control.outputs import write_json
 from pipeline.perf import augment_bench, hardness_bench, repro_bench, step_bench
 from pipeline.perf.report import render
 from pipeline.perf.timing import machine
 
 app = typer.Typer(
-    help="Performance benchmarks (reports/benchmarks.md): hardness, augmentation, step cost, "
-    "profile, end to end.",
+    help="Performance benchmarks of this machine (benchmarks/perf/benchmarks.md): hardness, "
+    "augmentation, step cost, profile, end to end.",
     no_args_is_help=True,
     add_completion=False,
 )
 
 PerfDir = Annotated[Path, typer.Option("--out-dir", help="where the JSON results go")]
 Threads = Annotated[int, typer.Option(help="torch threads")]
-_OUT = Path("reports/perf")
+_OUT = Path("benchmarks/perf/results")
 
 
 def _write(folder: Path, name: str, result: dict) -> Path:
@@ -65,7 +66,7 @@ def augment_command(
 ) -> None:
     """Strong views per second: ours (torch, training process) vs PIL in loader workers."""
     torch.set_num_threads(threads)
-    from pipeline.params import load_params
+    from pipeline.config.params import load_params
 
     k = load_params(Path("params.yaml")).aug.strong_ops
     result = augment_bench.bench_augment(side, batch, batches, k, workers)
@@ -79,8 +80,9 @@ def augment_command(
 def _default_setup(params_file: Path, data: Path, split: Path, init: Path):
     """The default pipeline's model (warmup weights), training section and loaders."""
     from imas.model import build_model
-    from pipeline.common import load_checkpoint, train_loaders
-    from pipeline.params import load_params
+    from pipeline.config.params import load_params
+    from pipeline.training.checkpoints import load_checkpoint
+    from pipeline.training.loaders import train_loaders
 
     params = load_params(params_file)
     for path in (data, split / "labeled.txt", init):
@@ -151,7 +153,7 @@ def profile_command(
     table = step_bench.profile_steps(
         make_model, batches, params.train, params.aug.strong_ops, steps
     )
-    from pipeline.outputs import atomic_path
+    from pipeline.control.outputs import atomic_path
 
     with atomic_path(out) as tmp:
         tmp.write_text(table)
@@ -174,10 +176,12 @@ def repro_command(
 @app.command("report")
 def report_command(
     in_dir: Annotated[Path, typer.Option("--in-dir", help="benchmark JSONs")] = _OUT,
-    out: Annotated[Path, typer.Option(help="markdown report")] = Path("reports/benchmarks.md"),
+    out: Annotated[Path, typer.Option(help="markdown report")] = Path(
+        "benchmarks/perf/benchmarks.md"
+    ),
 ) -> None:
-    """Render reports/benchmarks.md from the benchmark JSONs."""
-    from pipeline.outputs import atomic_path
+    """Render benchmarks/perf/benchmarks.md from the benchmark JSONs."""
+    from pipeline.control.outputs import atomic_path
 
     text = render(in_dir)
     with atomic_path(out) as tmp:

@@ -78,12 +78,14 @@ def bench_shape(
     t_map, t_ratio = confidence_maps(p_t, tau)
     ours = hardness_from_maps(s_map, t_map, s_ratio, t_ratio, classes)
     arrays = [x.numpy() for x in (s_map, t_map, s_ratio.double(), t_ratio.double())]
-    reference = authors_style_hardness(*arrays, classes)
+    reference = authors_style_hardness(arrays[0], arrays[1], arrays[2], arrays[3], classes)
     first = time_call(lambda: (confidence_maps(p_s, tau), confidence_maps(p_t, tau)), repeats)
     maps_ours = time_call(
         lambda: hardness_from_maps(s_map, t_map, s_ratio, t_ratio, classes), repeats
     )
-    maps_authors = time_call(lambda: authors_style_hardness(*arrays, classes), repeats)
+    maps_authors = time_call(
+        lambda: authors_style_hardness(arrays[0], arrays[1], arrays[2], arrays[3], classes), repeats
+    )
     end_to_end = time_call(lambda: hardness(p_s, p_t, tau), repeats)
     return {
         "batch": batch,

@@ -1,4 +1,5 @@
-"""reports/benchmarks.md from the JSONs of `imas perf ...` (missing ones are listed as such)."""
+"""benchmarks/perf/benchmarks.md from the JSONs of `imas perf ...` (missing ones are listed as
+such)."""
 
 from __future__ import annotations
 

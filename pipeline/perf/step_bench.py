@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 import imas.train as train_module
 from imas.config import TrainConfig
-from imas.train import fit
+from imas.train import Hooks, Plan, fit
 
 # What `imas.train` calls only to compute γ: the student's max/argmax and the maps-to-γ step.
 # The teacher's max/argmax (the pseudo labels) and confident ratio (logged by every
@@ -55,9 +55,10 @@ def _train(
     strong_ops: int,
     steps: int,
     seed: int = 0,
-    **kwargs: Any,
+    log: Callable[[dict[str, float], int], None] | None = None,
 ) -> None:
-    """`steps` iterations of the real `fit` in one epoch, with an evaluation that costs nothing."""
+    """`steps` iterations of the real `fit` in one epoch, with an evaluation that costs nothing;
+    with `log`, every step's diagnostics go to it."""
     labeled, unlabeled = batches()
     torch.manual_seed(seed)
     fit(
@@ -65,11 +66,9 @@ def _train(
         labeled,
         unlabeled,
         cfg.model_copy(update={"epochs": 1, "iters_per_epoch": steps, "eval_every": 1}),
-        strong_ops=strong_ops,
-        iters_per_epoch=steps,
-        evaluate_fn=lambda model: 0.0,
+        Plan(iters_per_epoch=steps, strong_ops=strong_ops, log_every=1),
+        Hooks(evaluate=lambda model: 0.0, log=log or (lambda metrics, step: None)),
         generator=torch.Generator().manual_seed(seed),
-        **kwargs,
     )
 
 
@@ -94,7 +93,7 @@ def step_times(
             counted.append(len(hardness_seconds))
 
     with _timed(_HARDNESS_FUNCTIONS, hardness_seconds):
-        _train(make_model, batches, cfg, strong_ops, steps + 1, seed, log=log, log_every=1)
+        _train(make_model, batches, cfg, strong_ops, steps + 1, seed, log=log)
     # stamps[i] is taken at the end of step i (the log call): step i's time is the difference.
     durations = [b - a for a, b in zip(stamps[skip:-1], stamps[skip + 1 :], strict=True)]
     in_hardness = sum(hardness_seconds[counted[skip] : counted[-1]])
@@ -155,10 +154,10 @@ def profile_steps(
 def eval_throughput(params: Any, data: Any, model: nn.Module) -> float:
     """Images per second of a whole-val evaluation (the default pipeline's loader)."""
     from imas.evaluate import evaluate
-    from pipeline.common import val_loader
+    from pipeline.training.loaders import val_loader
 
     loader = val_loader(params, data)
-    images = len(loader.dataset)
+    images = len(cast(Sized, loader.dataset))
     evaluate(model, loader, params.model.num_classes)  # warm-up (decodes and caches images)
     start = time.perf_counter()
     evaluate(model, loader, params.model.num_classes)

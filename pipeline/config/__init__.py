@@ -1,0 +1,1 @@
+"""params.yaml: its pydantic models, the paper presets, the options every command shares."""

@@ -1,0 +1,1 @@
+"""Reports, tables and figures, the verdict and the paper's published numbers."""

@@ -1,0 +1,1 @@
+"""The DVC stages' commands: thin Typer functions over the library and the helpers."""

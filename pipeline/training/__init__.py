@@ -1,0 +1,2 @@
+"""What the training stages share: the stage body around `imas.train.fit`, loaders,
+checkpoints and the protocol's scoring."""
