@@ -17,6 +17,7 @@ and `unlabeled.txt`. The split stage (custom_split.py) checks that root again wi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,10 @@ from imas.data.splits import make_split, write_list
 from pipeline.acquire.custom_folder import (
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
+    MAX_CLASSES,
     ClassList,
     CustomDataError,
+    Decoded,
     class_count_problem,
     decode_all,
     read_classes,
@@ -175,10 +178,34 @@ def prepare_custom(params: Params, out: Path, progress: bool) -> dict[str, Any]:
     check = _check_lists if cfg.split == "lists" else _check_draw
     sets = check(cfg, root, images, masks, problems)
     if problems or classes is None:
+        # Still decode every file the lists name, so that one run reports every problem.
+        # Without a class list the values cannot be checked: 256 lets every uint8 pass.
+        count = MAX_CLASSES + 1 if classes is None else len(classes.names)
+        for _ in _decoded(cfg, root, sets, images, masks, count, problems, progress):
+            pass
         raise CustomDataError(root, problems)
     return build_atomically(
         out, lambda tmp: _convert(cfg, root, tmp, sets, images, masks, classes, progress)
     )
+
+
+def _decoded(
+    cfg: CustomParams,
+    root: Path,
+    sets: Sets,
+    images: Files,
+    masks: Files,
+    classes: int,
+    problems: list[str],
+    progress: bool,
+) -> Iterator[Decoded]:
+    """Every train and val image that exists, with its mask when it is kept, checked."""
+    ids = [i for i in sets.train + sets.val if i in images]
+    masked = (set(sets.masked) | set(sets.val)) & masks.keys()
+    yield from decode_all(
+        ids, images.__getitem__, masks.__getitem__, masked, classes, root / cfg.classes,
+        problems, progress,
+    )  # fmt: skip
 
 
 def _convert(
@@ -192,16 +219,12 @@ def _convert(
     progress: bool,
 ) -> dict[str, Any]:
     problems: list[str] = []
-    classes_file = root / cfg.classes
     labeled_pool, train = set(sets.masked), set(sets.train)
     palette = classes.palette()
     sums = ChannelSums()
     foreground = False
-    decoded = decode_all(
-        sets.train + sets.val, images.__getitem__, masks.__getitem__,
-        labeled_pool | set(sets.val), len(classes.names), classes_file, problems, progress,
-    )  # fmt: skip
-    for d in decoded:
+    count = len(classes.names)
+    for d in _decoded(cfg, root, sets, images, masks, count, problems, progress):
         _write(out, d.id, d.image, d.mask, palette)
         if d.id in train:
             sums.add(d.image)

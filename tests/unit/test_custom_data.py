@@ -122,6 +122,18 @@ def test_duplicate_ids_in_the_folder_and_in_a_list(src: Path, tmp_path: Path) ->
     ]
 
 
+def test_folder_and_file_problems_are_reported_together(src: Path, tmp_path: Path) -> None:
+    # A duplicate id or a bad class list does not hide the files' own problems.
+    _image(9).convert("RGB").save(src / "images" / "a1.jpg")
+    _mask(size=(SIZE + 1, SIZE), values=(0, 3)).save(src / "masks" / "a2.png")
+    (src / "classes.txt").write_text("background\nbackground\n")
+    assert problems(src, tmp_path / "out") == [
+        f"{src}/classes.txt: line 2: class 'background' repeats line 1",
+        f"{src}/images/a1.jpg, {src}/images/a1.png: two images with the id 'a1'",
+        f"{src}/masks/a2.png: mask is 9×8 (width×height) but its image {src}/images/a2.png is 8×8",
+    ]
+
+
 def test_an_empty_unlabeled_list(src: Path, tmp_path: Path) -> None:
     write_lists(src, labeled=["a0", "a1"], unlabeled=[], val=["a2"])
     assert problems(src, tmp_path / "out", split="lists", val=None, labeled=2) == [
