@@ -20,7 +20,13 @@ from imas.data.datasets import read_image, read_mask
 from imas.data.normalization import IMAGENET, Normalization, channel_stats
 from imas.data.transforms import normalize, pad_fill
 from pipeline.acquire.custom import prepare_custom
-from pipeline.acquire.custom_folder import MAX_SHOWN, CustomDataError, load_image, read_classes
+from pipeline.acquire.custom_folder import (
+    MAX_SHOWN,
+    CustomDataError,
+    load_image,
+    load_mask,
+    read_classes,
+)
 from pipeline.config.params import Params, ParamsError, load_params
 
 SIZE = 8
@@ -306,6 +312,14 @@ def test_grayscale_palette_and_alpha_images_become_rgb(tmp_path: Path) -> None:
     assert np.array_equal(load_image(tmp_path / "g.png")[0], np.repeat(gray[..., None], 3, 2))
     assert np.array_equal(load_image(tmp_path / "t.png")[0], rgba[..., :3])
     assert load_image(tmp_path / "p.png")[0].tolist() == [[[1, 2, 3], [4, 5, 6]]]
+
+
+def test_a_one_bit_mask_holds_classes_0_and_1(tmp_path: Path) -> None:
+    bits = np.array([[False, True], [True, True]])
+    Image.fromarray(bits).save(tmp_path / "m.png")
+    assert Image.open(tmp_path / "m.png").mode == "1"
+    mask, problem = load_mask(tmp_path / "m.png", tmp_path / "i.png", (2, 2), 2, tmp_path / "c")
+    assert problem is None and mask is not None and mask.tolist() == [[0, 1], [1, 1]]
 
 
 # Normalisation.
