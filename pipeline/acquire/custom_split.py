@@ -43,9 +43,10 @@ def _class_names(path: Path, problems: list[str]) -> list[str]:
 
 
 def _draw(params: Params, sets: Path, problems: list[str]) -> tuple[list[str], list[str]]:
+    before = len(problems)
     masked = read_ids(sets / "train.txt", problems)
     pool = read_ids(sets / "train_aug.txt", problems)
-    if problems:
+    if len(problems) > before:
         return [], []
     if params.labeled > len(masked):
         problems.append(

@@ -6,7 +6,8 @@
 the same bytes for the same arguments.
 
 Run as a script to write it for the README's commands:
-`python tests/support/custom_data.py my_data`.
+`python tests/support/custom_data.py my_data`. `make_folder` writes tinier ones (8×8) for the
+unit tests.
 """
 
 from __future__ import annotations
@@ -54,6 +55,45 @@ def write_example(
             Image.fromarray(mask).save(root / "masks" / f"{i}.png")
     (root / "classes.txt").write_text("background #000000\nblob #FF0000\n", encoding="utf-8")
     return {"masked": ids[:masked], "unmasked": ids[masked:]}
+
+
+# Tiny folders for the unit tests: 8×8 images, masks with rows of given values.
+TINY = 8
+
+
+def tiny_image(value: int, size: tuple[int, int] = (TINY, TINY)) -> Image.Image:
+    """A gray image of noise seeded by `value`; `size` is (width, height)."""
+    rng = np.random.default_rng(value)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0]), dtype=np.uint8))
+
+
+def tiny_mask(
+    size: tuple[int, int] = (TINY, TINY), values: tuple[int, ...] = (0, 1)
+) -> Image.Image:
+    """A mask whose row k holds values[k] (the rest 0)."""
+    arr = np.zeros((size[1], size[0]), np.uint8)
+    for k, v in enumerate(values):
+        arr[k] = v
+    return Image.fromarray(arr)
+
+
+def make_folder(root: Path, images: int = 8, masked: int = 4) -> list[str]:
+    """`images` gray PNGs a0, a1, …; masks (0 and 1) for the first `masked`; two classes."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    ids = [f"a{k}" for k in range(images)]
+    for k, i in enumerate(ids):
+        tiny_image(k).save(root / "images" / f"{i}.png")
+        if k < masked:
+            tiny_mask().save(root / "masks" / f"{i}.png")
+    (root / "classes.txt").write_text("background\nobject #FF0000\n")
+    return ids
+
+
+def write_lists(root: Path, **lists: list[str]) -> None:
+    """labeled.txt, unlabeled.txt, val.txt … in `root`, one id per line."""
+    for name, ids in lists.items():
+        (root / f"{name}.txt").write_text("\n".join(ids) + "\n")
 
 
 if __name__ == "__main__":
