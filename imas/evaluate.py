@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from imas import distributed
 from imas.data.catalogue import IGNORE_INDEX
+from imas.data.normalization import IMAGENET, Normalization
 from imas.data.transforms import normalize
 
 
@@ -115,6 +116,7 @@ def sliding_probabilities(
     window: int,
     stride: int,
     tiling: Tiling = "clip",
+    norm: Normalization = IMAGENET,
 ) -> Tensor:
     """Softmax probabilities `[B, C, H, W]` of uint8 images, summed over overlapping tiles.
 
@@ -126,11 +128,12 @@ def sliding_probabilities(
     cropped back to the image. Each tile's softmax is added into the map. The sum is not divided
     by the per-pixel tile count (the authors do not either): that does not change the argmax,
     and the division's rounding could only create ties. `num_classes` is checked against the
-    model's output; None takes the model's. Model in eval mode.
+    model's output; None takes the model's. Images are normalised by `norm`. Model in eval
+    mode.
     """
     was_training = model.training
     model.eval()
-    x, top, left = normalize(images_uint8), 0, 0
+    x, top, left = normalize(images_uint8, norm), 0, 0
     if tiling == "shift":
         x, top, left = _pad_to_window(x, window)
     b, _, h, w = x.shape
@@ -160,8 +163,10 @@ def predict(
     window: int | None = None,
     stride: int | None = None,
     tiling: Tiling = "clip",
+    norm: Normalization = IMAGENET,
 ) -> Tensor:
-    """Argmax labels `[B, H, W]` of a batch of uint8 images, model in eval mode.
+    """Argmax labels `[B, H, W]` of a batch of uint8 images (normalised by `norm`), model in
+    eval mode.
 
     whole: one forward pass over the full image; sliding: the argmax of
     `sliding_probabilities` with `window`, `stride` and `tiling`.
@@ -169,11 +174,11 @@ def predict(
     _check_mode(mode, window, stride)
     if mode == "sliding":
         assert window is not None and stride is not None
-        probs = sliding_probabilities(model, images_uint8, None, window, stride, tiling)
+        probs = sliding_probabilities(model, images_uint8, None, window, stride, tiling, norm)
         return probs.argmax(dim=1)
     was_training = model.training
     model.eval()
-    labels = model(normalize(images_uint8)).argmax(dim=1)
+    labels = model(normalize(images_uint8, norm)).argmax(dim=1)
     model.train(was_training)
     return labels
 
@@ -210,6 +215,7 @@ def evaluate(
     tiling: Tiling = "clip",
     across_ranks: bool = False,
     per_image: bool = False,
+    norm: Normalization = IMAGENET,
 ) -> dict:
     """Accumulate one confusion matrix over the loader: whole-image prediction, or `window`
     tiles every `stride` pixels with summed softmax (`sliding_probabilities`, `tiling`).
@@ -220,6 +226,7 @@ def evaluate(
 
     `per_image`: also return "per_image", the `[N, C, C]` confusion matrix of every image in
     loader order (they sum to "confusion"), so intervals can be bootstrapped over images.
+    `norm`: the statistics the images are normalised by (the dataset's).
     """
     _check_mode(mode, window, stride)
     if per_image and across_ranks:
@@ -229,7 +236,7 @@ def evaluate(
     # leave=False: during training the bar of the fit loop stays the only lasting line.
     for batch in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         images, masks = batch[0].to(device), batch[1].to(device)
-        labels = predict(model, images, mode, window, stride, tiling)
+        labels = predict(model, images, mode, window, stride, tiling, norm)
         if per_image:
             for pred, mask in zip(labels, masks, strict=True):
                 cm = confusion_matrix(pred, mask, num_classes, ignore_index)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from imas.data.normalization import IMAGENET, Normalization
 from imas.data.transforms import normalize
 from imas.evaluate import confusion_matrix, iou
 from imas.hardness import hardness
@@ -30,15 +31,17 @@ def premise_rows(
     tau: float,
     ignore_index0: bool,
     device: torch.device | str = "cpu",
+    norm: Normalization = IMAGENET,
 ) -> list[tuple[str, float, float]]:
     """(image id, easiness, pseudo-label mIoU) for every image of `batches` (uint8 images,
-    masks, ids), in order. Both models are left in the mode they came in."""
+    masks, ids, normalised by `norm`), in order. Both models are left in the mode they came
+    in."""
     modes = student.training, teacher.training
     student.eval()
     teacher.eval()
     rows: list[tuple[str, float, float]] = []
     for images, masks, ids in batches:
-        x = normalize(images.to(device))
+        x = normalize(images.to(device), norm)
         p_s = F.softmax(student(x), dim=1)
         p_t = F.softmax(teacher(x), dim=1)
         gamma = hardness(p_s, p_t, tau, ignore_index0)

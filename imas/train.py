@@ -29,6 +29,7 @@ from imas.augment import (
     sample_views,
 )
 from imas.config import AdaptiveConfig, SpeedConfig, TeacherStudentConfig, TrainConfig
+from imas.data.normalization import IMAGENET, Normalization
 from imas.data.transforms import normalize
 from imas.finite import check_finite_loss
 from imas.hardness import confidence_maps, confident_ratio, hardness_from_maps
@@ -69,18 +70,20 @@ def semi_step(
     cfg: TeacherStudentConfig,
     strong_ops: int,
     generator: torch.Generator,
+    *,
+    norm: Normalization = IMAGENET,
 ) -> tuple[Tensor, Stats, Tensor | None]:
     """Loss of one teacher–student step (SPEC §1), its diagnostics and per-image hardness γ
     (None when no adaptive part uses it: then γ, and the forward it needs, are skipped).
 
-    `x_l` is normalised, `u_w8` the uint8 weak views. Run on a micro-batch, everything per batch
-    in iMAS (the CutMix trigger with p = mean easiness, the easiest↔hardest pairing, the loss
-    mean) is per micro-batch: the authors decide it per GPU batch, of which a micro-batch is
-    the analogue.
+    `x_l` is normalised, `u_w8` the uint8 weak views (normalised here by `norm`, as `x_l` was).
+    Run on a micro-batch, everything per batch in iMAS (the CutMix trigger with p = mean
+    easiness, the easiest↔hardest pairing, the loss mean) is per micro-batch: the authors decide
+    it per GPU batch, of which a micro-batch is the analogue.
     """
     assert models.teacher is not None
     adaptive = cfg.effective_adaptive()
-    u_w = normalize(u_w8)
+    u_w = normalize(u_w8, norm)
     # e stays None when no adaptive part reads it (then nothing below does).
     e: Any = None
     mean_e, gamma = math.nan, None
@@ -102,7 +105,7 @@ def semi_step(
             mean_e = float(e.mean())
 
         scale = e.cpu() if adaptive.scaled_magnitude else None
-        u_s = normalize(strong_view(u_w8, strong_ops, generator, magnitude_scale=scale))
+        u_s = normalize(strong_view(u_w8, strong_ops, generator, magnitude_scale=scale), norm)
         if adaptive.intensity == "mix":
             u_s = mix_views(u_s, u_w, e)
         elif adaptive.intensity == "sample":
@@ -158,7 +161,8 @@ class Interrupted(KeyboardInterrupt):
 class Plan:
     """How a run executes, beside what its config section trains: epoch length, strong ops,
     device and speed switches, where it sits in a longer poly schedule ((offset, length);
-    none: its own), how often it logs and saves a resume state (0: never), a progress bar."""
+    none: its own), how often it logs and saves a resume state (0: never), a progress bar, and
+    the statistics that normalise the uint8 batches (the dataset's; ImageNet's by default)."""
 
     iters_per_epoch: int
     strong_ops: int
@@ -168,6 +172,7 @@ class Plan:
     checkpoint_every: int = 0
     log_every: int = 10
     progress: bool = False
+    norm: Normalization = IMAGENET
 
 
 @dataclass(frozen=True)
@@ -367,11 +372,18 @@ def _gradients(
             x_l, y_l = (t.to(device) for t in next(labeled))
             gamma = None
             if unlabeled is None or not isinstance(cfg, TeacherStudentConfig):
-                loss, stats = supervised_step(models, normalize(x_l), y_l, cfg)
+                loss, stats = supervised_step(models, normalize(x_l, plan.norm), y_l, cfg)
             else:
                 u_w8 = next(unlabeled).to(device)
                 loss, stats, gamma = semi_step(
-                    models, normalize(x_l), y_l, u_w8, cfg, plan.strong_ops, generator
+                    models,
+                    normalize(x_l, plan.norm),
+                    y_l,
+                    u_w8,
+                    cfg,
+                    plan.strong_ops,
+                    generator,
+                    norm=plan.norm,
                 )
             (loss / n).backward()
         if gamma is not None:

@@ -39,6 +39,9 @@ VOC_AUG_LAYOUT = Layout("JPEGImages/{id}.jpg", "SegmentationClassAug/{id}.png")
 CITYSCAPES_LAYOUT = Layout(
     "leftImg8bit/{id}_leftImg8bit.png", "gtFine/{id}_gtFine_labelTrainIds.png"
 )
+# A custom dataset after the download stage prepared it (pipeline/acquire/custom.py): every
+# image re-encoded as an RGB PNG, every mask as an index PNG, whatever the folder held.
+CUSTOM_LAYOUT = Layout("images/{id}.png", "masks/{id}.png")
 
 # Images per list of the published datasets: VOC's train_aug (SBD + VOC train), its fine train
 # set (the classic labels' pool) and val; Cityscapes' fine train and val.
@@ -60,6 +63,8 @@ def layout_for(dataset: str) -> Layout:
     """Where a dataset's images and masks lie under its prepared root."""
     if dataset == "cityscapes":
         return CITYSCAPES_LAYOUT
+    if dataset == "custom":
+        return CUSTOM_LAYOUT
     return VOC_AUG_LAYOUT if dataset == "voc" else VOC_LAYOUT
 
 

@@ -22,6 +22,7 @@ from imas.config import AugConfig
 from imas.data import DataError
 from imas.data.catalogue import IGNORE_INDEX, VOC_LAYOUT
 from imas.data.layout import Layout, check_listed, open_decoded
+from imas.data.normalization import IMAGENET, Normalization
 from imas.data.transforms import weak_transform
 
 
@@ -105,6 +106,7 @@ class LabeledDataset(_VOCBase):
 
     With `aug=None` it returns the full untransformed image and mask (same sizes in the
     built-in dataset, so the default collate still works; use `ValDataset` for evaluation).
+    Padding takes the colour of `norm`'s mean (`pad_fill`).
     """
 
     def __init__(
@@ -116,18 +118,20 @@ class LabeledDataset(_VOCBase):
         *,
         cache: bool = False,
         layout: Layout = VOC_LAYOUT,
+        norm: Normalization = IMAGENET,
     ) -> None:
         super().__init__(
             root, ids, with_masks=True, num_classes=num_classes, cache=cache, layout=layout
         )
         self.aug = aug
+        self.norm = norm
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image, mask = self._load(index)
         assert mask is not None
         if self.aug is None:
             return image.clone(), mask.clone()
-        image, mask = weak_transform(image, mask, self.aug)
+        image, mask = weak_transform(image, mask, self.aug, self.norm.mean)
         assert mask is not None
         return image, mask
 
@@ -174,11 +178,13 @@ class UnlabeledDataset(_VOCBase):
         *,
         cache: bool = False,
         layout: Layout = VOC_LAYOUT,
+        norm: Normalization = IMAGENET,
     ) -> None:
         super().__init__(root, ids, with_masks=False, cache=cache, layout=layout)
         self.aug = aug
+        self.norm = norm
 
     def __getitem__(self, index: int) -> Tensor:
         image, _ = self._load(index)
-        weak, _ = weak_transform(image, None, self.aug)
+        weak, _ = weak_transform(image, None, self.aug, self.norm.mean)
         return weak

@@ -1,4 +1,5 @@
-"""Weak geometric transform (shared by image and mask) and ImageNet normalisation.
+"""Weak geometric transform (shared by image and mask) and normalisation (ImageNet's statistics
+unless a dataset brings its own).
 
 The weak transform is the only source of geometry in training: the strong view is later made
 from the weak view by intensity ops alone (SPEC §1, §3), so image, mask and both views stay
@@ -15,9 +16,7 @@ from torchvision.transforms import InterpolationMode
 
 from imas.config import AugConfig
 from imas.data.catalogue import IGNORE_INDEX
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from imas.data.normalization import IMAGENET, IMAGENET_MEAN, Normalization
 
 
 def _uniform(lo: float, hi: float) -> float:
@@ -86,29 +85,29 @@ def weak_transform(
     return image.contiguous().clone(), None if mask is None else mask.contiguous().clone()
 
 
-def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=torch.float32).view(3, 1, 1)
+def _stats(x: Tensor, norm: Normalization) -> tuple[Tensor, Tensor]:
+    mean = torch.tensor(norm.mean, device=x.device, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(norm.std, device=x.device, dtype=torch.float32).view(3, 1, 1)
     return mean, std
 
 
-def normalize(x: Tensor) -> Tensor:
-    """uint8 image(s) [3,H,W] or [B,3,H,W] → float32 ImageNet-normalised, on x's device.
+def normalize(x: Tensor, norm: Normalization = IMAGENET) -> Tensor:
+    """uint8 image(s) [3,H,W] or [B,3,H,W] → float32 normalised by `norm`, on x's device.
 
-    The pretrained backbones expect these statistics; the tiny backbone uses them too so one
-    input convention serves all models.
+    The pretrained backbones expect ImageNet's statistics; the tiny backbone uses them too so
+    one input convention serves all models. A custom dataset may bring its own (`norm`).
     """
     if x.dtype != torch.uint8:
         raise ValueError(f"normalize expects uint8, got {x.dtype}")
     if x.ndim not in (3, 4) or x.shape[-3] != 3:
         raise ValueError(f"normalize expects [3,H,W] or [B,3,H,W], got {tuple(x.shape)}")
-    mean, std = _stats(x)
+    mean, std = _stats(x, norm)
     return (x.to(torch.float32) / 255.0 - mean) / std
 
 
-def denormalize(x: Tensor) -> Tensor:
+def denormalize(x: Tensor, norm: Normalization = IMAGENET) -> Tensor:
     """Inverse of `normalize` as float in [0,1] (clamped), for figures."""
     if x.ndim not in (3, 4) or x.shape[-3] != 3:
         raise ValueError(f"denormalize expects [3,H,W] or [B,3,H,W], got {tuple(x.shape)}")
-    mean, std = _stats(x)
+    mean, std = _stats(x, norm)
     return (x.to(torch.float32) * std + mean).clamp(0.0, 1.0)

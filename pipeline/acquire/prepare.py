@@ -24,7 +24,9 @@ from imas.data.splits import make_split, read_list, write_list
 from pipeline.config.params import Params
 
 
-def _build_atomically(out: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+def build_atomically(out: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run `build` on a temporary sibling of `out`, then rename it into place; when `build`
+    raises, `out` stays as it was and the sibling is removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
     try:
@@ -111,7 +113,7 @@ def prepare_garments(params: Params, out: Path, progress: bool) -> dict[str, Any
 def prepare_real(params: Params, out: Path, progress: bool) -> dict[str, Any]:
     """Download (or reuse the archives in `data.<dataset>.downloads`) and build `out`."""
     build = {"voc": _build_voc, "cityscapes": _build_cityscapes}[params.dataset]
-    return _build_atomically(out, lambda root: build(params, root, progress))
+    return build_atomically(out, lambda root: build(params, root, progress))
 
 
 def _published(params: Params, data: Path, pool: list[str], progress: bool):
@@ -159,8 +161,12 @@ def split_lists(params: Params, data: Path, progress: bool) -> tuple[list[str], 
 
     Every labeled id must have its image and mask and every unlabeled id its image, so a list
     naming a file that is not there fails here (DataError naming it), not when training
-    reaches it.
+    reaches it. A custom dataset's split checks every file too (pipeline/acquire/custom_split.py).
     """
+    if params.dataset == "custom":
+        from pipeline.acquire.custom_split import custom_split
+
+        return custom_split(params, data, progress)
     labeled, unlabeled = _draw(params, data, progress)
     layout = layout_for(params.dataset)
     check_listed(data, labeled, layout, with_masks=True)

@@ -64,7 +64,7 @@ GENERATED = ("garments", "embedded")
 
 class Params(Section):
     preset: str | None = Field(description="the paper setting applied by `imas preset`, or null")
-    dataset: Literal["garments", "embedded", "voc", "cityscapes"]
+    dataset: Literal["garments", "embedded", "voc", "cityscapes", "custom"]
     labeled: int = Field(ge=1, description="number of labeled images in the split")
     seed: int = Field(ge=0)
     data: DataParams
@@ -110,6 +110,11 @@ class Params(Section):
                     f"model.num_classes={self.model.num_classes} but data.{self.dataset} gives "
                     f"{len(names)} classes ({', '.join(names)})"
                 )
+        elif self.dataset == "custom":
+            # Its class count is in the folder's class list, which the download and split
+            # stages compare with model.num_classes (params are checked without reading files).
+            if self.data.custom is None:
+                raise ValueError("dataset 'custom' needs data.custom in params")
         else:
             classes = REAL_DATASETS[self.dataset][0]
             if self.model.num_classes != classes:
@@ -174,6 +179,11 @@ class Params(Section):
                     "data.split.source='published': the built-in dataset has no published "
                     "lists; use 'generated'"
                 )
+            if self.dataset == "custom":
+                raise ValueError(
+                    "data.split.source='published': a custom dataset has no published lists; "
+                    "use 'generated' (your own lists: data.custom.split: lists)"
+                )
             dataset = "pascal" if self.dataset == "voc" else "cityscapes"
             counts = published_counts(dataset, split.family)
             if self.labeled not in counts:
@@ -201,6 +211,8 @@ class Params(Section):
                     f"{field}{count} leaves no unlabeled image in the {pool}-scene train pool"
                 )
             return
+        if self.dataset == "custom":
+            return  # the pool is the folder's: the split stage checks the count against it
         _, fine, pool = REAL_DATASETS[self.dataset]
         limit = pool - 1 if self.data.split.family == "blended" or fine == pool else fine
         if count > limit:

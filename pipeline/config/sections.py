@@ -44,6 +44,48 @@ class CityscapesParams(Section):
     downloads: str = Field(min_length=1, description="folder for the packages and their trees")
 
 
+class CustomParams(Section):
+    """dataset: custom, a folder of your own (pipeline/acquire/custom_folder.py): images of any
+    size (jpg, png or tif; RGB or grayscale), index-PNG masks for the images that have one, a
+    class list, and either your own labeled/unlabeled/val lists or a seeded draw."""
+
+    root: str = Field(min_length=1, description="the folder (relative to the project or absolute)")
+    images: str = Field(min_length=1, description="its subfolder of images, e.g. images")
+    masks: str = Field(min_length=1, description="its subfolder of index-PNG masks, e.g. masks")
+    classes: str = Field(
+        min_length=1, description="its class list, one name per line in index order (+ #RRGGBB)"
+    )
+    split: Literal["draw", "lists"] = Field(
+        description="draw: `labeled` images drawn with `seed` from the masked train images; "
+        "lists: the folder's labeled.txt, unlabeled.txt and val.txt"
+    )
+    val: int | None = Field(
+        ge=1,
+        description="draw: masked images held out as val, drawn once with data.custom.seed; "
+        "null: the folder's val.txt",
+    )
+    seed: int = Field(ge=0, description="the val draw's seed; fixed, so every run shares one val")
+    normalize: Literal["imagenet", "computed"] = Field(
+        description="imagenet: ImageNet's mean and std; computed: those of the train images"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CustomParams:
+        for name in ("images", "masks", "classes"):
+            value = getattr(self, name)
+            # Inside the folder: the prepared copy must hold everything the stages read.
+            if value.startswith(("/", "\\")) or ".." in value.replace("\\", "/").split("/"):
+                raise ValueError(
+                    f"data.custom.{name}={value!r} must be a path inside data.custom.root"
+                )
+        if self.split == "lists" and self.val is not None:
+            raise ValueError(
+                f"data.custom.val={self.val} but data.custom.split='lists' reads the folder's "
+                "val.txt; set val: null"
+            )
+        return self
+
+
 class DataParams(Section):
     """One section per dataset; only the one `dataset` names is required (and read)."""
 
@@ -52,6 +94,7 @@ class DataParams(Section):
     embedded_seed: int | None = Field(
         None, description="seed of the digit scenes (dataset: embedded)"
     )
+    custom: CustomParams | None = None
     split: SplitParams
     voc: VocParams
     cityscapes: CityscapesParams

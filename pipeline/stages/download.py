@@ -8,6 +8,8 @@
   to `SegmentationClassAug` with the train_aug (10,582) and val (1,449) lists.
 - `cityscapes`: the fine packages with the account in CITYSCAPES_USERNAME/CITYSCAPES_PASSWORD,
   and `*_gtFine_labelTrainIds.png` masks (19 classes, 255 ignore).
+- `custom`: your folder (`data.custom`), checked (every problem listed, naming its file) and
+  converted: RGB PNG images, index-PNG masks, the lists and the normalisation statistics.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Annotated
 import typer
 
 from imas.data import DataError
+from pipeline.acquire.custom import prepare_custom
 from pipeline.acquire.embedded import generate
 from pipeline.acquire.prepare import prepare_garments, prepare_real
 from pipeline.config.options import ParamsOpt, SetOpt, params_or_exit
@@ -36,6 +39,8 @@ def command(
         try:
             if params.dataset == "garments":
                 summary = prepare_garments(params, out, progress)
+            elif params.dataset == "custom":
+                summary = prepare_custom(params, out, progress)
             elif params.dataset == "embedded":
                 assert params.data.embedded is not None and params.data.embedded_seed is not None
                 summary = generate(

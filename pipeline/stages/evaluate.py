@@ -22,7 +22,7 @@ from pipeline.control.runtime import setup_runtime
 from pipeline.control.tracking import stage_run
 from pipeline.reporting.plots import qualitative_grid
 from pipeline.training.checkpoints import load_checkpoint
-from pipeline.training.loaders import val_loader
+from pipeline.training.loaders import input_normalization, val_loader
 
 
 def _points(values: list[float]) -> list[float | None]:
@@ -58,7 +58,7 @@ def command(
     }
     class_names = json.loads((data / "classes.json").read_text())
     ev = params.evaluate
-    tiles = ev.tiles()
+    tiles = {**ev.tiles(), "norm": input_normalization(params, data)}
     with stage_run("evaluate", params, params.train.method) as run:
         results: dict = {"class_names": class_names}
         nets = {}

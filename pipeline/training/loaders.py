@@ -1,8 +1,10 @@
 """Data loaders of the training and evaluation stages over a prepared dataset root: labeled and
-unlabeled streams of a split, and evaluation lists in order (sharded under DDP)."""
+unlabeled streams of a split, and evaluation lists in order (sharded under DDP); and what a root
+says about its inputs: the normalisation statistics and, for a custom dataset, its classes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sized
 from pathlib import Path
 from typing import Any, cast
@@ -10,8 +12,10 @@ from typing import Any, cast
 import torch
 
 from imas import distributed
+from imas.data import DataError
 from imas.data.catalogue import layout_for
 from imas.data.datasets import LabeledDataset, UnlabeledDataset, ValDataset
+from imas.data.normalization import IMAGENET, Normalization
 from imas.data.splits import read_list
 from pipeline.config.params import Params
 from pipeline.config.sections import RuntimeParams
@@ -44,6 +48,37 @@ def _loader(dataset, batch: int, shuffle: bool, seed: int, runtime: RuntimeParam
     )
 
 
+def input_normalization(params: Params, data: Path) -> Normalization:
+    """The statistics that normalise the images of root `data`: ImageNet's, or for a custom
+    dataset those its download stage wrote (`normalization.json`: ImageNet's or computed)."""
+    if params.dataset != "custom":
+        return IMAGENET
+    path = data / "normalization.json"
+    try:
+        return Normalization.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; run the download stage (imas download)") from None
+    except ValueError as err:
+        raise DataError(f"{path}: not a normalization ({err})") from None
+
+
+def check_classes(params: Params, data: Path) -> None:
+    """A custom root's class list must have `model.num_classes` entries (the other datasets'
+    counts are checked with params): DataError naming the file and both counts."""
+    if params.dataset != "custom":
+        return
+    path = data / "classes.json"
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read the class list ({err})") from None
+    if len(names) != params.model.num_classes:
+        raise DataError(
+            f"{path}: lists {len(names)} classes but model.num_classes="
+            f"{params.model.num_classes}; set model.num_classes: {len(names)}"
+        )
+
+
 def _dataset_kwargs(params: Params) -> dict[str, Any]:
     # Decoded images are kept in memory only for the generated datasets (64-px scenes: 10,582
     # take 170 MB); VOC's 10,582 would need several GB per loader.
@@ -61,10 +96,12 @@ def train_loaders(
     The batch sizes are per process and micro-batch; in a process group each process loads its
     own shard of both sets.
     """
+    check_classes(params, data)
     labeled_ids = read_list(split / "labeled.txt")
     unlabeled_ids = read_list(split / "unlabeled.txt")
     n_cls = params.model.num_classes
-    kwargs = _dataset_kwargs(params)
+    # Padding takes the normalisation's mean colour, which normalises to ≈ 0.
+    kwargs = {**_dataset_kwargs(params), "norm": input_normalization(params, data)}
     labeled = LabeledDataset(data, labeled_ids, n_cls, params.aug, **kwargs)
     unlabeled = UnlabeledDataset(data, unlabeled_ids, params.aug, **kwargs)
     # Different seeds for the two shuffles so the streams do not move in lockstep (under DDP

@@ -31,7 +31,7 @@ from pipeline.training.checkpoints import (
     save_checkpoint,
     save_resume,
 )
-from pipeline.training.loaders import train_loaders, val_loader
+from pipeline.training.loaders import input_normalization, train_loaders, val_loader
 from pipeline.training.scoring import premise_hook, score_test, write_premise
 
 
@@ -205,11 +205,14 @@ def _train(
         )
 
     n_cls, progress = params.model.num_classes, params.runtime.progress and main
+    norm = input_normalization(params, data)
 
     def val_miou(m: torch.nn.Module) -> float:
         ev = params.evaluate
         tiles = ev.tiles()
-        result = evaluate(m, val, n_cls, device, progress=progress, across_ranks=True, **tiles)
+        result = evaluate(
+            m, val, n_cls, device, progress=progress, across_ranks=True, norm=norm, **tiles
+        )
         return result["miou"]
 
     premise_rows: list[dict[str, Any]] = []
@@ -235,6 +238,7 @@ def _train(
                 schedule=schedule,
                 checkpoint_every=params.runtime.checkpoint_every,
                 progress=progress,
+                norm=norm,
             ),
             Hooks(
                 evaluate=val_miou,

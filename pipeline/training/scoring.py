@@ -24,7 +24,7 @@ from imas.premise import premise_rows, spearman
 from imas.train import EvalHook, FitResult
 from pipeline.config.params import Params
 from pipeline.control.outputs import atomic_path
-from pipeline.training.loaders import ids_loader, val_loader
+from pipeline.training.loaders import ids_loader, input_normalization, val_loader
 
 # Unlabeled images the premise is measured on: evenly spaced over the unlabeled list, so the
 # sample is fixed by the split alone.
@@ -46,9 +46,11 @@ def score_test(
     model = build_model(params.model.model_copy(update={"pretrained": None}))
     model.load_state_dict(primary_weights(result))
     loader = val_loader(params, data, split="test")
+    norm = input_normalization(params, data)
     scores = evaluate(
-        model, loader, params.model.num_classes, device, per_image=True, **params.evaluate.tiles()
-    )
+        model, loader, params.model.num_classes, device, per_image=True, norm=norm,
+        **params.evaluate.tiles(),
+    )  # fmt: skip
     ids = read_list(data / "ImageSets" / "Segmentation" / "test.txt")
     matrices = scores["per_image"].numpy()
     # Counts fit uint16 for scenes up to 256 × 256; larger images keep int32.
@@ -77,6 +79,7 @@ def premise_hook(
     to `rows` and returns the epoch's `premise_spearman`."""
     ids = premise_sample(read_list(split / "unlabeled.txt"))
     loader = ids_loader(params, data, ids)
+    norm = input_normalization(params, data)
 
     def hook(student: torch.nn.Module, teacher: torch.nn.Module | None, epoch: int) -> dict:
         assert teacher is not None
@@ -88,6 +91,7 @@ def premise_hook(
             cfg.tau,
             cfg.ignore_index0,
             device,
+            norm,
         )
         for image_id, e, quality in found:
             rows.append({"epoch": epoch, "id": image_id, "easiness": e, "pseudo_miou": quality})

@@ -94,3 +94,34 @@ def tiny_garments(raw: dict[str, Any]) -> dict[str, Any]:
     raw["evaluate"].update(batch_size=8, figure_images=2)
     raw["runtime"].update(progress=False, threads=1)
     return raw
+
+
+def tiny_custom(
+    raw: dict[str, Any],
+    root: str,
+    *,
+    split: str = "draw",
+    val: int | None = 4,
+    normalize: str = "computed",
+    labeled: int = 8,
+) -> dict[str, Any]:
+    """`tiny` for `dataset: custom` on the folder `root` (support/custom_data.py writes one):
+    two classes, 32-pixel crops."""
+    raw = tiny(raw)
+    raw["dataset"] = "custom"
+    raw["labeled"] = labeled
+    for key in ("embedded", "embedded_seed"):
+        raw["data"].pop(key, None)
+    raw["data"]["custom"] = {
+        "root": root,
+        "images": "images",
+        "masks": "masks",
+        "classes": "classes.txt",
+        "split": split,
+        "val": val,
+        "seed": 0,
+        "normalize": normalize,
+    }
+    raw["model"]["num_classes"] = 2
+    raw["aug"]["crop"] = 32
+    return raw
