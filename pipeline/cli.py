@@ -69,6 +69,11 @@ STAGES: dict[str, Entry] = {
         "command",
         "Write results.md, metrics.json, results.csv and the figures from the metrics files.",
     ),
+    "predict": Entry(
+        "pipeline.stages.predict",
+        "command",
+        "Masks of images from a trained checkpoint or an MLflow model: index PNGs and overlays.",
+    ),
     "verdict": Entry(
         "pipeline.stages.verdict",
         "command",

@@ -206,6 +206,10 @@ class RuntimeParams(SpeedConfig):
         description="processes per training stage (one per GPU); > 1: the stage relaunches "
         "itself under torchrun",
     )
+    log_model: bool = Field(
+        description="the train stage logs its best teacher as an MLflow model and registers it "
+        "as imas-<dataset> (`imas predict --model`, `mlflow models serve`)"
+    )
 
     @model_validator(mode="after")
     def _resumable(self) -> RuntimeParams:

@@ -1,4 +1,5 @@
-"""MLflow tracking for the stages: the only module that imports mlflow.
+"""MLflow tracking for the stages: the only module that imports mlflow, besides the MLflow
+model of pipeline/inference/.
 
 Default tracking is embedded: a sqlite database `mlflow.db` at the root of the DVC project that
 holds the working directory (so the main pipeline and benchmarks/ssl share one store), artifacts
@@ -26,7 +27,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -230,6 +231,14 @@ def _store_lock(own_store: bool) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def registry_lock() -> AbstractContextManager[None]:
+    """`_store_lock` for registering a model: parallel queue jobs registering one name in the
+    default store take turns; another tracking URI needs no lock (a server serialises)."""
+    import mlflow
+
+    return _store_lock(mlflow.get_tracking_uri() == f"sqlite:///{store_root() / 'mlflow.db'}")
 
 
 def _is_main() -> bool:

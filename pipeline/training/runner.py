@@ -23,6 +23,7 @@ from pipeline.control.outputs import write_hardness, write_history, write_json
 from pipeline.control.runtime import setup_runtime
 from pipeline.control.stopping import training_stops
 from pipeline.control.tracking import Tracker, stage_run
+from pipeline.inference.mlflow_model import log_best_teacher
 from pipeline.training.checkpoints import (
     load_checkpoint,
     load_resume,
@@ -120,7 +121,9 @@ def run_training(
     `runtime.checkpoint_every` > 0 a resume checkpoint beside `out` is rewritten that often; a
     rerun with the same params, inputs and process count resumes from it (bit-identically on
     CPU), and it is removed once every output is written. With `runtime.nproc` > 1 outside
-    torchrun the command reruns itself under torchrun (pipeline/control/launch.py).
+    torchrun the command reruns itself under torchrun (pipeline/control/launch.py). With
+    `runtime.log_model` the `train` stage then logs its best teacher as an MLflow model and
+    registers it (pipeline/inference/mlflow_model.py).
     """
     relaunch_under_torchrun(params.runtime.nproc, stage.partition(":")[0])
     device = setup_runtime(params.runtime, params.seed)
@@ -280,6 +283,13 @@ def _train(
             if path is not None:
                 run.log_artifact(path)
         run.log_artifact(out, "checkpoints")
+        if main and stage == "train" and params.runtime.log_model:
+            # After every output is written, from weights already chosen: no number changes.
+            logging_began = time.perf_counter()
+            miou = round(100 * result.best_miou, 4)
+            name, version = log_best_teacher(run.run_id, params, cfg, result, miou, data)
+            run.log_metrics({"log_model_seconds": time.perf_counter() - logging_began})
+            print(f"{stage}: registered the best weights as models:/{name}/{version}")
     if main:
         resume_file.unlink(missing_ok=True)  # every output is written: nothing left to resume
     return summary

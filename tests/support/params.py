@@ -56,7 +56,9 @@ def tiny(raw: dict[str, Any]) -> dict[str, Any]:
         "mean_teacher": {"method": "mean_teacher"},
     }
     raw["evaluate"].update(batch_size=6, figure_images=2)
-    raw["runtime"].update(progress=False, threads=1)
+    # No MLflow model per train run (1-2 s each): tests/stage/test_predict_command.py and
+    # tests/system/test_serving.py switch it on.
+    raw["runtime"].update(progress=False, threads=1, log_model=False)
     return raw
 
 

@@ -146,12 +146,13 @@ SHELL_TEXTS += [p for p in sorted((ROOT / ".ci").iterdir()) if p.is_file()]
 
 
 def server_commands(text: str) -> list[str]:
-    """`mlflow ui|server` and `http.server` command lines, continuation lines joined."""
+    """`mlflow ui|server`, `mlflow models serve` and `http.server` command lines, continuation
+    lines joined."""
     joined = re.sub(r"\s*\\\n\s*", " ", text)
     return [
         line.strip()
         for line in joined.splitlines()
-        if re.search(r"\bmlflow (ui|server)\b|http\.server\b", line) and "--" in line
+        if re.search(r"\bmlflow (ui|server|models serve)\b|http\.server\b", line) and "--" in line
     ]
 
 
@@ -189,6 +190,7 @@ def test_every_server_listens_on_loopback_only() -> None:
     commands = [c for p in SHELL_TEXTS for c in server_commands(p.read_text())]
     assert any("mlflow ui" in c for c in commands)  # make mlflow-ui is seen
     assert any("mlflow server" in c for c in commands)  # the README's shared server too
+    assert any("mlflow models serve" in c for c in commands)  # and its model server
     assert [b for p in SHELL_TEXTS for b in non_loopback_servers(p)] == []
     assert [b for p in SOURCES for b in non_loopback_binds(p)] == []
 
@@ -200,10 +202,12 @@ def test_the_binding_checks_catch_an_open_server(tmp_path: Path, monkeypatch) ->
         "ui:\n\tmlflow ui --backend-store-uri sqlite:///x.db \\\n\t\t--host 0.0.0.0 --port 5000\n"
         "ui2:\n\tmlflow ui --backend-store-uri sqlite:///x.db --port 5000\n"
         "ok:\n\tmlflow server --host 127.0.0.1 --port 5000\n"
+        "serve:\n\tmlflow models serve -m models:/m/1 --env-manager local --port 5001\n"
     )
     assert non_loopback_servers(make) == [
         "Makefile: mlflow ui --backend-store-uri sqlite:///x.db --host 0.0.0.0 --port 5000",
         "Makefile: mlflow ui --backend-store-uri sqlite:///x.db --port 5000",
+        "Makefile: mlflow models serve -m models:/m/1 --env-manager local --port 5001",
     ]
     code = tmp_path / "srv.py"
     code.write_text(

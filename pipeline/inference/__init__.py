@@ -1,0 +1,1 @@
+"""Applying a trained model: reading inputs, writing masks and overlays, the MLflow model."""
