@@ -132,6 +132,16 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (what the other ranks pass is ignored): a file only rank 0
+    can read (on several machines, only rank 0's holds the files it wrote) reaches them all."""
+    if not active():
+        return obj
+    box = [obj if rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 @torch.no_grad()
 def average_buffers(module: nn.Module) -> None:
     """Average the buffers (BatchNorm's running statistics) over ranks, so every rank holds the

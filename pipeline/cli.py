@@ -97,6 +97,12 @@ STAGES: dict[str, Entry] = {
         "command",
         "Switch params.yaml to a paper setting; `dvc exp run -S labeled=N` then picks the column.",
     ),
+    "export": Entry(
+        "pipeline.export.command",
+        "command",
+        "Export a checkpoint's network to ONNX, torch.export or TorchScript, checked against "
+        "PyTorch.",
+    ),
     "smoke": Entry(
         "pipeline.perf.smoke",
         "command",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline.control.cluster import adopt_slurm_step
 from pipeline.control.stopping import wait_forwarding_stops
 
 # The folder holding `pipeline/`: the children import the code this process runs.
@@ -37,12 +38,14 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
 
 
 def relaunch_under_torchrun(nproc: int, command: str) -> None:
-    """Return if this process should train itself (nproc 1, or already a torchrun child);
-    otherwise rerun this command line under torchrun and exit with its return code.
+    """Return if this process should train itself (nproc 1, a torchrun child, or a task of a
+    multi-task srun step: pipeline/control/cluster.py); otherwise rerun this command line under
+    torchrun on this machine and exit with its return code.
 
     `command` is the sub-command being run (`train`, `warmup`, `ablate`): the command line is
     taken from sys.argv, so the process must have been started as `imas <command> ...`.
     """
+    adopt_slurm_step()  # a task of a multi-task srun step is one process of the job
     if nproc == 1 or "LOCAL_RANK" in os.environ:
         return
     argv = sys.argv[1:]

@@ -25,6 +25,7 @@ from pipeline.control.stopping import training_stops
 from pipeline.control.tracking import Tracker, stage_run
 from pipeline.inference.mlflow_model import log_best_teacher
 from pipeline.training.checkpoints import (
+    ResumeError,
     load_checkpoint,
     load_resume,
     remove_resume_temps,
@@ -85,6 +86,22 @@ def continued_schedule(ckpt: dict[str, Any], path: Path, iterations: int) -> tup
             "rerun the warmup with this run's train.epochs and train.iters_per_epoch"
         )
     return sched["end"], sched["total"]
+
+
+def shared_resume(path: Path, identity: str) -> dict[str, Any] | None:
+    """The resume state at `path` as rank 0 reads it, on every rank: only rank 0 writes the
+    file, and on several machines only its machine has it. An unreadable file stops every rank
+    (a rank left waiting for the others would hang the job)."""
+    state, error = None, None
+    if distributed.is_main():
+        try:
+            state = load_resume(path, identity)
+        except ResumeError as err:
+            error = str(err)
+    state, error = distributed.broadcast_object((state, error))
+    if error is not None:
+        raise ResumeError(error)
+    return state
 
 
 def _section(stage: str) -> str:
@@ -197,7 +214,7 @@ def _train(
     if main:
         remove_resume_temps(resume_file)  # half-written by a run killed mid-save
     identity = _run_identity(stage, params, cfg, split, init)
-    resume = load_resume(resume_file, identity)
+    resume = shared_resume(resume_file, identity)
     if main and resume is not None:
         step = resume["step"]
         print(f"{stage}: resuming from {resume_file} at iteration {step}", file=sys.stderr)

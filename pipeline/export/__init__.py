@@ -1,0 +1,2 @@
+"""`imas export`: a trained network as ONNX, torch.export or TorchScript, checked against
+PyTorch."""
