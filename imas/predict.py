@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from imas.config import ModelConfig
+from imas.data.layout import voc_palette
+from imas.data.normalization import IMAGENET, Normalization
 from imas.evaluate import Tiling, _check_mode, predict
 from imas.model import build_model
 
@@ -50,14 +52,49 @@ class Inference:
                 "tiling": self.tiling}  # fmt: skip
 
 
+Colour = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Classes:
+    """Class names in index order and a display colour for each (VOC's palette unless the
+    dataset names its own, as a custom class list may)."""
+
+    names: list[str]
+    colours: list[Colour]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.colours):
+            raise ValueError(f"{len(self.names)} class names but {len(self.colours)} colours")
+        if not all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in self.colours):
+            raise ValueError(f"colours must be RGB triples in 0..255, got {self.colours}")
+
+    @classmethod
+    def voc(cls, names: list[str]) -> Classes:
+        """`names` in VOC's palette colours (index i gets VOC's colour of class i)."""
+        flat = voc_palette()
+        return cls(list(names), [tuple(flat[3 * i : 3 * i + 3]) for i in range(len(names))])  # type: ignore[misc]
+
+    def palette(self) -> list[int]:
+        """A flat 768-value PNG palette: these colours first, VOC's for the other indices."""
+        flat = voc_palette()
+        for i, rgb in enumerate(self.colours):
+            flat[3 * i : 3 * i + 3] = list(rgb)
+        return flat
+
+
 class Segmenter(nn.Module):
     """A network with its `Inference`: uint8 images `[B, 3, H, W]` (or one `[3, H, W]`) →
-    int64 class indices `[B, H, W]` (or `[H, W]`). Always in eval mode."""
+    int64 class indices `[B, H, W]` (or `[H, W]`), the images normalised by `norm` as in
+    training. Always in eval mode."""
 
-    def __init__(self, network: nn.Module, inference: Inference) -> None:
+    def __init__(
+        self, network: nn.Module, inference: Inference, norm: Normalization = IMAGENET
+    ) -> None:
         super().__init__()
         self.network = network.eval()
         self.inference = inference
+        self.norm = norm
 
     def train(self, mode: bool = True) -> Segmenter:
         # Prediction only: BatchNorm must keep its running statistics, whoever calls train().
@@ -74,44 +111,50 @@ class Segmenter(nn.Module):
             raise ValueError(
                 f"images must be [B, 3, H, W] or [3, H, W] uint8 RGB, got {tuple(images.shape)}"
             )
-        labels = predict(self.network, batch, **self.inference.kwargs())
+        labels = predict(self.network, batch, **self.inference.kwargs(), norm=self.norm)
         return labels[0] if single else labels
 
 
 def build_segmenter(
-    model: ModelConfig | Mapping[str, Any], state_dict: Mapping[str, Tensor], inference: Inference
+    model: ModelConfig | Mapping[str, Any],
+    state_dict: Mapping[str, Tensor],
+    inference: Inference,
+    norm: Normalization = IMAGENET,
 ) -> Segmenter:
     """The network of `model` (a config or its dict) with `state_dict` loaded strictly: a
     missing, unexpected or misshapen key fails, naming it."""
     cfg = model if isinstance(model, ModelConfig) else ModelConfig.model_validate(dict(model))
     network = build_model(cfg)
     network.load_state_dict(dict(state_dict), strict=True)
-    return Segmenter(network, inference)
+    return Segmenter(network, inference, norm)
 
 
 def segmenter_payload(
     model: ModelConfig,
     state_dict: Mapping[str, Tensor],
     inference: Inference,
-    class_names: list[str],
+    classes: Classes,
+    norm: Normalization = IMAGENET,
 ) -> dict[str, Any]:
     """What a segmenter file holds: plain types and tensors only, so it loads with
     `torch.load(weights_only=True)` and never runs code."""
-    if len(class_names) != model.num_classes:
+    if len(classes.names) != model.num_classes:
         raise ValueError(
-            f"{len(class_names)} class names for a model of {model.num_classes} classes"
+            f"{len(classes.names)} class names for a model of {model.num_classes} classes"
         )
     return {
         "format": FORMAT,
         "model": model.model_dump(mode="json"),
         "state_dict": dict(state_dict),
         "inference": asdict(inference),
-        "class_names": list(class_names),
+        "normalization": norm.as_dict(),
+        "class_names": list(classes.names),
+        "class_colours": [list(c) for c in classes.colours],
     }
 
 
-def read_segmenter(path: Path | str) -> tuple[Segmenter, list[str]]:
-    """The segmenter and class names of a file written from `segmenter_payload`; ValueError
+def read_segmenter(path: Path | str) -> tuple[Segmenter, Classes]:
+    """The segmenter and classes of a file written from `segmenter_payload`; ValueError
     naming the file when it is not one."""
     path = Path(path)
     if not path.is_file():
@@ -126,10 +169,13 @@ def read_segmenter(path: Path | str) -> tuple[Segmenter, list[str]]:
         raise ValueError(f"{path}: not a segmenter file (format {found!r}, expected {FORMAT!r})")
     try:
         inference = Inference(**payload["inference"])
-        segmenter = build_segmenter(payload["model"], payload["state_dict"], inference)
+        norm = Normalization.from_dict(payload["normalization"])
+        colours = [(int(r), int(g), int(b)) for r, g, b in payload["class_colours"]]
+        classes = Classes(list(payload["class_names"]), colours)
+        segmenter = build_segmenter(payload["model"], payload["state_dict"], inference, norm)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{path}: invalid segmenter file ({err})") from err
-    return segmenter, list(payload["class_names"])
+        raise ValueError(f"{path}: invalid segmenter file ({err!s})") from err
+    return segmenter, classes
 
 
 T = TypeVar("T")

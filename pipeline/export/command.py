@@ -9,6 +9,7 @@ printed either way, so a user sees how close the export is.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ import torch
 import typer
 
 from imas.config import ModelConfig
+from imas.data.normalization import IMAGENET, Normalization
 from imas.model import build_model
 from pipeline.control.outputs import atomic_path
 from pipeline.control.threads import apply_threads
@@ -61,6 +63,19 @@ def select_weights(
     return ModelConfig.model_validate(ckpt["model"]), nets[net], f"{snapshot} {net}"
 
 
+def read_normalization(data: Path | None) -> Normalization:
+    """ImageNet's statistics, or those in `data`/normalization.json; errors name the file."""
+    if data is None:
+        return IMAGENET
+    path = data / "normalization.json"
+    try:
+        return Normalization.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--data {data}: no normalization.json in it") from None
+    except ValueError as err:
+        raise ValueError(f"{path}: not a normalization ({err})") from None
+
+
 def command(
     checkpoint: Annotated[
         Path, typer.Argument(help="a warmup/train/ablate checkpoint or --weights file")
@@ -86,6 +101,13 @@ def command(
         float, typer.Option(help="largest |logit difference| accepted (CPU, float32)")
     ] = 1e-4,
     seed: Annotated[int, typer.Option(help="seed of the random parity inputs")] = 0,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="a custom dataset's prepared root: its normalization.json is the input's, as "
+            "the ONNX metadata states [ImageNet's mean and std]"
+        ),
+    ] = None,
 ) -> None:
     """Export a checkpoint's network to ONNX, torch.export or TorchScript, checked against PyTorch.
 
@@ -102,6 +124,7 @@ def command(
             raise ValueError(f"--tolerance {tolerance}: must be above 0")
         sizes = [parse_size(text) for text in check or DEFAULT_CHECKS]
         cfg, state, picked = select_weights(load_checkpoint(checkpoint), net, snapshot, checkpoint)
+        norm = read_normalization(data)
     except (ExportError, ValueError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
@@ -114,7 +137,7 @@ def command(
     typer.echo(f"export: {checkpoint} ({picked}, {cfg.backbone}) → {fmt}")
     try:
         with atomic_path(target) as tmp:
-            write_export(model, fmt, tmp, random_images(shapes[0], seed))
+            write_export(model, fmt, tmp, random_images(shapes[0], seed), norm)
             results = parity(model, load_export(tmp, fmt, threads), shapes, seed)
             for result in results:
                 typer.echo(f"parity {result.line()}")

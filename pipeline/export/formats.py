@@ -13,7 +13,8 @@ logits to the input size, and ASPP's image pooling is adaptive, so any size work
   (C++) users; torch 2.14 deprecates TorchScript in favour of torch.export.
 
 The input is `image`, float32 [B, 3, H, W], RGB normalised as in training ((x / 255 − mean) / std
-with ImageNet's mean and std); the output is `logits`, float32 [B, num_classes, H, W].
+with ImageNet's mean and std, or a custom dataset's own); the output is `logits`, float32 [B,
+num_classes, H, W].
 """
 
 from __future__ import annotations
@@ -28,15 +29,24 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from imas.data.normalization import IMAGENET, Normalization
+
 Format = Literal["onnx", "torch-export", "torchscript"]
 FORMATS: tuple[str, ...] = get_args(Format)
 SUFFIX: dict[str, str] = {"onnx": ".onnx", "torch-export": ".pt2", "torchscript": ".torchscript.pt"}
 INPUT, OUTPUT = "image", "logits"
-# What the ONNX file tells its users about the input (metadata_props).
-INPUT_NOTE = (
-    "float32 [batch, 3, height, width], RGB, (x / 255 - mean) / std with mean (0.485, 0.456, "
-    "0.406) and std (0.229, 0.224, 0.225); output logits [batch, classes, height, width]"
-)
+
+
+def input_note(norm: Normalization) -> str:
+    """What the ONNX file tells its users about the input (metadata_props `imas.input`)."""
+    mean = ", ".join(f"{v:.6g}" for v in norm.mean)
+    std = ", ".join(f"{v:.6g}" for v in norm.std)
+    return (
+        f"float32 [batch, 3, height, width], RGB, (x / 255 - mean) / std with mean ({mean}) "
+        f"and std ({std}); output logits [batch, classes, height, width]"
+    )
+
+
 # Packages each format needs beyond torch (import name → what pip installs).
 NEEDS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
@@ -81,9 +91,11 @@ def _dims() -> dict[int, torch.export.Dim]:
     return {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
 
 
-def write_export(model: nn.Module, fmt: str, path: Path, example: Tensor) -> None:
+def write_export(
+    model: nn.Module, fmt: str, path: Path, example: Tensor, norm: Normalization = IMAGENET
+) -> None:
     """Export `model` (in eval mode) traced on `example` ([B ≥ 2, 3, H, W]: a batch of 1 would
-    fix the batch size) to `path` in `fmt`."""
+    fix the batch size) to `path` in `fmt`; an ONNX file states the input's `norm`."""
     if example.shape[0] < 2:
         raise ValueError(f"example batch {example.shape[0]}: use 2 or more, or it is fixed to 1")
     model.eval()
@@ -101,7 +113,7 @@ def write_export(model: nn.Module, fmt: str, path: Path, example: Tensor) -> Non
                 verbose=False,
             )
             assert program is not None  # dynamo=True always returns the program
-            program.model.metadata_props["imas.input"] = INPUT_NOTE
+            program.model.metadata_props["imas.input"] = input_note(norm)
             # One file: the weights inside (protobuf's 2 GB limit; R101 is 0.24 GB).
             program.save(str(path), external_data=False)
         elif fmt == "torch-export":

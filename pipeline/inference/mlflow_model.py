@@ -30,12 +30,13 @@ from imas.config import TrainConfig
 from imas.data.catalogue import layout_for
 from imas.data.datasets import read_image
 from imas.data.splits import read_list
-from imas.predict import Inference, Segmenter, read_segmenter, segmenter_payload
+from imas.predict import Classes, Inference, Segmenter, read_segmenter, segmenter_payload
 from imas.train import FitResult
 from pipeline.config.params import Params
 from pipeline.control.tracking import registry_lock
 from pipeline.inference.sources import SourceError, dataset_classes
 from pipeline.training.checkpoints import save_checkpoint
+from pipeline.training.loaders import input_normalization
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 LIBRARY = Path(imas.__file__).parent
@@ -120,12 +121,14 @@ def log_best_teacher(
     weights = result.best[net]
     assert weights is not None  # every fit keeps a best student
     inference = Inference(**params.evaluate.tiles())
-    names = dataset_classes(params)
+    classes = dataset_classes(params, data)
+    norm = input_normalization(params, data)
     name = registered_name(params)
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / "segmenter.pt"
-        save_checkpoint(file, segmenter_payload(params.model, weights, inference, names))
+        payload = segmenter_payload(params.model, weights, inference, classes, norm)
+        save_checkpoint(file, payload)
         with _path_kept(), registry_lock():
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -135,7 +138,12 @@ def log_best_teacher(
                 signature=signature(),
                 input_example=input_example(params, data),
                 pip_requirements=pinned_requirements(),
-                metadata={"class_names": names, "inference": inference.kwargs(), "weights": net},
+                metadata={
+                    "class_names": classes.names,
+                    "inference": inference.kwargs(),
+                    "normalization": norm.as_dict(),
+                    "weights": net,
+                },
                 registered_model_name=name,
             )
     version = str(info.registered_model_version)
@@ -155,7 +163,7 @@ def log_best_teacher(
     return name, version
 
 
-def load_model_uri(uri: str, tracking_uri: str) -> tuple[Segmenter, list[str]]:
+def load_model_uri(uri: str, tracking_uri: str) -> tuple[Segmenter, Classes]:
     """Download the MLflow model `uri` (models:/NAME/VERSION, runs:/…, a folder) and read its
     segmenter file with `torch.load(weights_only=True)`: no code of the model runs here."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

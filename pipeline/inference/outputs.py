@@ -1,6 +1,7 @@
-"""What `imas predict` writes: index masks as palette PNGs (VOC's colours, so any viewer shows
-them as VOC's SegmentationClass), overlays of mask on image with a legend of the classes shown,
-and the staging folder that makes a run's outputs appear together or not at all."""
+"""What `imas predict` writes: index masks as palette PNGs (the classes' colours: VOC's unless a
+custom class list names its own, so any viewer shows them as VOC's SegmentationClass), overlays of
+mask on image with a legend of the classes shown, and the staging folder that makes a run's outputs
+appear together or not at all."""
 
 from __future__ import annotations
 
@@ -16,54 +17,47 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from imas.data.layout import voc_palette
+from imas.predict import Classes
 
 # Overlay: mask colour over the image at this weight.
 ALPHA = 0.5
 SWATCH, LINE, PAD = 10, 14, 4
-PALETTE = voc_palette()
 
 
-def colour(index: int) -> tuple[int, int, int]:
-    """The VOC palette's colour of class `index`."""
-    return (PALETTE[3 * index], PALETTE[3 * index + 1], PALETTE[3 * index + 2])
-
-
-def legend_entries(labels: np.ndarray, class_names: list[str]) -> list[dict]:
+def legend_entries(labels: np.ndarray, classes: Classes) -> list[dict]:
     """Index, name and colour of every class present in `labels`, in index order."""
     present = np.unique(labels)
-    if present.size and (present.min() < 0 or present.max() >= len(class_names)):
-        raise ValueError(
-            f"labels hold classes {present.tolist()}, outside 0..{len(class_names) - 1}"
-        )
+    n = len(classes.names)
+    if present.size and (present.min() < 0 or present.max() >= n):
+        raise ValueError(f"labels hold classes {present.tolist()}, outside 0..{n - 1}")
     return [
-        {"class": int(i), "name": class_names[int(i)], "colour": "#{:02x}{:02x}{:02x}".format(
-            *colour(int(i)))}
+        {"class": int(i), "name": classes.names[int(i)],
+         "colour": "#{:02x}{:02x}{:02x}".format(*classes.colours[int(i)])}
         for i in present
     ]  # fmt: skip
 
 
-def write_mask(path: Path, labels: np.ndarray, class_names: list[str]) -> None:
-    """`labels` `[H, W]` as a palette PNG: pixel values are class indices, colours VOC's; the
-    class names ride along as a `Classes` text chunk (JSON)."""
+def write_mask(path: Path, labels: np.ndarray, classes: Classes) -> None:
+    """`labels` `[H, W]` as a palette PNG: pixel values are class indices, colours the
+    classes'; the class names ride along as a `Classes` text chunk (JSON)."""
     if labels.ndim != 2:
         raise ValueError(f"labels must be [H, W], got shape {labels.shape}")
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
-    image.putpalette(PALETTE)
+    image.putpalette(classes.palette())
     info = PngInfo()
-    info.add_text("Classes", json.dumps(class_names))
+    info.add_text("Classes", json.dumps(classes.names))
     image.save(path, format="PNG", pnginfo=info)
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, class_names: list[str]) -> Image.Image:
+def overlay(image: np.ndarray, labels: np.ndarray, classes: Classes) -> Image.Image:
     """The image `[H, W, 3]` with each pixel's class colour blended in at `ALPHA`, and beside it
     a legend: a swatch and the name of each class present."""
     if image.shape[:2] != labels.shape:
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
-    palette = np.asarray(PALETTE, dtype=np.float32).reshape(256, 3)
+    palette = np.asarray(classes.palette(), dtype=np.float32).reshape(256, 3)
     blended = (1 - ALPHA) * image.astype(np.float32) + ALPHA * palette[labels]
     picture = Image.fromarray(np.rint(blended).astype(np.uint8), mode="RGB")
-    entries = legend_entries(labels, class_names)
+    entries = legend_entries(labels, classes)
     font = ImageFont.load_default()
     text_width = max(int(font.getbbox(e["name"])[2]) for e in entries)
     height, width = labels.shape
@@ -82,13 +76,11 @@ def overlay(image: np.ndarray, labels: np.ndarray, class_names: list[str]) -> Im
     return canvas
 
 
-def write_overlay(
-    path: Path, image: np.ndarray, labels: np.ndarray, class_names: list[str]
-) -> None:
+def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, classes: Classes) -> None:
     """`overlay` as a PNG whose `Legend` text chunk lists the legend's classes (JSON)."""
     info = PngInfo()
-    info.add_text("Legend", json.dumps(legend_entries(labels, class_names)))
-    overlay(image, labels, class_names).save(path, format="PNG", pnginfo=info)
+    info.add_text("Legend", json.dumps(legend_entries(labels, classes)))
+    overlay(image, labels, classes).save(path, format="PNG", pnginfo=info)
 
 
 @contextmanager

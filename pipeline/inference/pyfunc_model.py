@@ -16,17 +16,17 @@ import torch
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from imas.predict import Segmenter, read_segmenter
+from imas.predict import Classes, Segmenter, read_segmenter
 
 
 class ImasSegmenter(PythonModel):
     """The pyfunc face of a segmenter file (the model's `segmenter` artifact)."""
 
     segmenter: Segmenter
-    class_names: list[str]
+    classes: Classes
 
     def load_context(self, context: Any) -> None:
-        self.segmenter, self.class_names = read_segmenter(context.artifacts["segmenter"])
+        self.segmenter, self.classes = read_segmenter(context.artifacts["segmenter"])
 
     # Unannotated: MLflow reads annotations as the input's schema, and none can say "uint8
     # [B, 3, H, W]" as the logged TensorSpec signature does (MLflow warns about it at load).

@@ -1,15 +1,19 @@
 """Where `imas predict` gets its segmenter: a checkpoint a training stage wrote (weights picked by
-`--weights`, inference and class names from params), or an MLflow model (both carried by it)."""
+`--weights`, inference from params, classes and normalisation from the dataset), or an MLflow
+model (which carries all of them)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
+from imas.data import DataError
 from imas.data.catalogue import CITYSCAPES_CLASSES, VOC_CLASSES
-from imas.predict import Inference, Segmenter, build_segmenter
+from imas.predict import Classes, Inference, Segmenter, build_segmenter
 from pipeline.config.params import GENERATED, Params
 from pipeline.training.checkpoints import load_checkpoint
+from pipeline.training.loaders import input_normalization
 
 Pick = Literal["auto", "best-teacher", "last-teacher", "best-student", "last-student"]
 PICKS: tuple[Pick, ...] = ("auto", "best-teacher", "last-teacher", "best-student", "last-student")
@@ -19,12 +23,26 @@ class SourceError(ValueError):
     """A checkpoint or model cannot give a segmenter; the message names the file or URI."""
 
 
-def dataset_classes(params: Params) -> list[str]:
-    """Class names of `params.dataset`, in class-index order."""
+def dataset_classes(params: Params, data: Path) -> Classes:
+    """Classes of `params.dataset`: names in class-index order, VOC's colours. A custom
+    dataset's come from its prepared root `data` (`classes.json`, `palette.json`: the class
+    list's own colours)."""
+    if params.dataset == "custom":
+        try:
+            names = json.loads((data / "classes.json").read_text(encoding="utf-8"))
+            colours = json.loads((data / "palette.json").read_text(encoding="utf-8"))
+            return Classes(names, [(int(r), int(g), int(b)) for r, g, b in colours])
+        except FileNotFoundError as err:
+            raise SourceError(
+                f"{err.filename}: not found; prepare the custom dataset first (imas download "
+                f"--out {data}), or pass its root with --data"
+            ) from None
+        except (ValueError, TypeError) as err:
+            raise SourceError(f"{data}: invalid classes.json or palette.json ({err})") from None
     if params.dataset in GENERATED:
         section = getattr(params.data, params.dataset)
-        return list(section.class_names)
-    return list(VOC_CLASSES if params.dataset == "voc" else CITYSCAPES_CLASSES)
+        return Classes.voc(list(section.class_names))
+    return Classes.voc(list(VOC_CLASSES if params.dataset == "voc" else CITYSCAPES_CLASSES))
 
 
 def pick_weights(payload: dict[str, Any], path: Path, pick: Pick) -> tuple[dict, str]:
@@ -53,9 +71,12 @@ def pick_weights(payload: dict[str, Any], path: Path, pick: Pick) -> tuple[dict,
     raise SourceError(f"{path}: no {pick} weights in this checkpoint (it has: {', '.join(have)})")
 
 
-def from_checkpoint(path: Path, pick: Pick, params: Params) -> tuple[Segmenter, list[str], str]:
-    """Segmenter, class names and a description of checkpoint `path`: its model config and the
-    weights `pick` names, applied as `params.evaluate` says, classes of `params.dataset`."""
+def from_checkpoint(
+    path: Path, pick: Pick, params: Params, data: Path
+) -> tuple[Segmenter, Classes, str]:
+    """Segmenter, classes and a description of checkpoint `path`: its model config and the
+    weights `pick` names, applied as `params.evaluate` says, with the classes and the input
+    normalisation of `params.dataset` (a custom one's from its prepared root `data`)."""
     try:
         payload = load_checkpoint(path)
     except FileNotFoundError as err:
@@ -65,15 +86,20 @@ def from_checkpoint(path: Path, pick: Pick, params: Params) -> tuple[Segmenter, 
     if not isinstance(payload, dict) or "model" not in payload:
         raise SourceError(f"{path}: not a checkpoint of a training stage (no model config)")
     weights, what = pick_weights(payload, path, pick)
-    names = dataset_classes(params)
-    classes = payload["model"].get("num_classes")
-    if classes != len(names):
+    classes = dataset_classes(params, data)
+    count = payload["model"].get("num_classes")
+    if count != len(classes.names):
         raise SourceError(
-            f"{path}: a model of {classes} classes, but params.yaml's dataset {params.dataset} "
-            f"has {len(names)}; pass the --params the checkpoint was trained with"
+            f"{path}: a model of {count} classes, but params.yaml's dataset {params.dataset} "
+            f"has {len(classes.names)}; pass the --params the checkpoint was trained with"
         )
     try:
-        segmenter = build_segmenter(payload["model"], weights, Inference(**params.evaluate.tiles()))
+        norm = input_normalization(params, data)
+    except DataError as err:
+        raise SourceError(str(err)) from None
+    inference = Inference(**params.evaluate.tiles())
+    try:
+        segmenter = build_segmenter(payload["model"], weights, inference, norm)
     except (ValueError, RuntimeError) as err:  # a config or state dict that does not fit
         raise SourceError(f"{path}: cannot build its model ({err})") from err
-    return segmenter, names, f"{path} ({what})"
+    return segmenter, classes, f"{path} ({what})"

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from imas.data import DataError
 from imas.data.datasets import read_image
-from imas.predict import Segmenter, same_size_batches
+from imas.predict import Classes, Segmenter, same_size_batches
 from pipeline.config.options import ParamsOpt, SetOpt, params_or_exit
 from pipeline.config.params import Params
 from pipeline.control.runtime import setup_runtime
@@ -31,10 +31,10 @@ class BadImage(RuntimeError):
 
 
 def _load(
-    checkpoint: Path | None, model: str | None, weights: Pick, params: Params
-) -> tuple[Segmenter, list[str], str]:
+    checkpoint: Path | None, model: str | None, weights: Pick, params: Params, data: Path
+) -> tuple[Segmenter, Classes, str]:
     if model is None:
-        return from_checkpoint(checkpoint or Path("models/imas.pt"), weights, params)
+        return from_checkpoint(checkpoint or Path("models/imas.pt"), weights, params, data)
     from pipeline.control.tracking import TrackingError, check_reachable, tracking_uri
     from pipeline.inference.mlflow_model import load_model_uri
 
@@ -43,8 +43,8 @@ def _load(
         check_reachable(uri)
     except TrackingError as err:
         raise SourceError(str(err)) from None
-    segmenter, names = load_model_uri(model, uri)
-    return segmenter, names, model
+    segmenter, classes = load_model_uri(model, uri)
+    return segmenter, classes, model
 
 
 def command(
@@ -87,16 +87,25 @@ def command(
     overlays: Annotated[
         bool, typer.Option(help="also write overlays/<id>.png: mask over image, with a legend")
     ] = True,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="with --checkpoint: the dataset root whose classes and normalisation it was "
+            "trained with (default: data/<dataset>; read for a custom dataset only)"
+        ),
+    ] = None,
     params_file: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
 ) -> None:
     """Masks of images from a trained checkpoint or an MLflow model: index PNGs and overlays.
 
     Each image gets `<out>/<id>.png`, a palette PNG whose pixel values are class indices in
-    VOC's colours, and `<out>/overlays/<id>.png`, the mask blended over the image with a legend
-    of the classes present; `<id>` is the image's file name without suffix. A checkpoint is
-    applied as `evaluate.mode` (whole or sliding, `window`, `stride`, `tiling`) says, with the
-    class names of `dataset`; an MLflow model carries both. Images of one size are batched.
+    the classes' colours (VOC's, or a custom class list's), and `<out>/overlays/<id>.png`, the
+    mask blended over the image with a legend of the classes present; `<id>` is the image's
+    file name without suffix. A checkpoint is applied as `evaluate.mode` (whole or sliding,
+    `window`, `stride`, `tiling`) says, with the classes and normalisation of `dataset` (a
+    custom one's from --data); an MLflow model carries all of them. Images of one size are
+    batched.
     The outputs appear when every image is done (staged in a hidden folder in `out`), so a
     failed or interrupted run changes nothing there.
     """
@@ -113,7 +122,8 @@ def command(
         raise typer.Exit(code=2) from None
     device = setup_runtime(params.runtime, params.seed)
     try:
-        segmenter, names, source = _load(checkpoint, model, weights, params)
+        root = data if data is not None else Path("data") / params.dataset
+        segmenter, classes, source = _load(checkpoint, model, weights, params, root)
     except SourceError as err:
         typer.echo(f"error: predict: {err}", err=True)
         raise typer.Exit(code=1) from None
@@ -140,11 +150,11 @@ def command(
                 images = torch.stack([image for _, image in batch])
                 labels = segmenter(images.to(device)).cpu().numpy()
                 for (item, image), mask in zip(batch, labels, strict=True):
-                    write_mask(stage / f"{item.id}.png", mask, names)
+                    write_mask(stage / f"{item.id}.png", mask, classes)
                     if overlays:
                         picture = image.permute(1, 2, 0).numpy()
                         (stage / OVERLAYS).mkdir(exist_ok=True)
-                        write_overlay(stage / OVERLAYS / f"{item.id}.png", picture, mask, names)
+                        write_overlay(stage / OVERLAYS / f"{item.id}.png", picture, mask, classes)
                 written += len(batch)
                 bar.update(len(batch))
             if not written:

@@ -3,6 +3,7 @@ exports the teacher by default, and writes nothing when parity fails or input is
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,8 @@ def test_onnx_matches_pytorch_at_any_size_with_named_free_dimensions(checkpoint:
     dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in
             (graph.input[0], graph.output[0])]  # fmt: skip
     assert dims == [["batch", 3, "height", "width"], ["batch", 11, "height", "width"]]
+    note = {p.key: p.value for p in onnx.load(str(out)).metadata_props}["imas.input"]
+    assert "mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225)" in note
 
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     images = other_input()
@@ -136,6 +139,25 @@ def test_bad_options_are_refused_before_any_work(
     result = run(str(checkpoint), "--out", str(checkpoint.parent / "bad.onnx"), *args)
     assert result.exit_code == 2 and message in result.output, result.output
     assert sorted(checkpoint.parent.iterdir()) == before
+
+
+def test_a_custom_datasets_statistics_go_into_the_onnx_metadata(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    import onnx
+
+    root = tmp_path / "custom"
+    root.mkdir()
+    out = tmp_path / "custom.onnx"
+    missing = run(str(checkpoint), "--data", str(root), "--out", str(out))
+    assert missing.exit_code == 2 and not out.exists()
+    assert f"error: --data {root}: no normalization.json in it" in missing.output
+    stats = {"mean": [0.33, 0.33, 0.33], "std": [0.172, 0.172, 0.172]}
+    (root / "normalization.json").write_text(json.dumps(stats))
+    result = run(str(checkpoint), "--data", str(root), "--out", str(out), "--check", "33x33")
+    assert result.exit_code == 0, result.output
+    note = {p.key: p.value for p in onnx.load(str(out)).metadata_props}["imas.input"]
+    assert "mean (0.33, 0.33, 0.33) and std (0.172, 0.172, 0.172)" in note
 
 
 def test_a_missing_checkpoint_is_named(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from imas.predict import Classes
 from pipeline.inference.inputs import InputError, expand, read_list_file
 from pipeline.inference.mlflow_model import imported_distributions, pinned_requirements
 from pipeline.inference.outputs import (
@@ -26,6 +27,7 @@ from pipeline.inference.outputs import (
 from pipeline.inference.sources import SourceError, pick_weights
 
 NAMES = ["background", "aeroplane", "bicycle", "bird"]
+CLASSES = Classes.voc(NAMES)
 
 
 def touch(path: Path) -> Path:
@@ -76,7 +78,7 @@ def test_inputs_that_cannot_be_used_are_refused_by_name(tmp_path: Path) -> None:
 
 def test_a_mask_is_a_palette_png_of_class_indices(tmp_path: Path) -> None:
     labels = np.array([[0, 1, 1], [3, 2, 0]])
-    write_mask(tmp_path / "m.png", labels, NAMES)
+    write_mask(tmp_path / "m.png", labels, CLASSES)
     image = Image.open(tmp_path / "m.png")
     assert image.mode == "P" and image.size == (3, 2)
     assert np.array_equal(np.asarray(image), labels)
@@ -95,7 +97,7 @@ def test_the_overlay_blends_the_class_colour_and_its_legend_lists_the_classes(
     image = np.full((40, 30, 3), (100, 50, 200), dtype=np.uint8)
     labels = np.zeros((40, 30), dtype=np.int64)
     labels[5:15, 10:20] = 3
-    write_overlay(tmp_path / "o.png", image, labels, NAMES)
+    write_overlay(tmp_path / "o.png", image, labels, CLASSES)
     picture = Image.open(tmp_path / "o.png")
     assert json.loads(picture.text["Legend"]) == [
         {"class": 0, "name": "background", "colour": "#000000"},
@@ -112,16 +114,30 @@ def test_the_overlay_blends_the_class_colour_and_its_legend_lists_the_classes(
         assert pixels[y, 30 + PAD + SWATCH // 2].tolist() == list(rgb)
         text = pixels[PAD + row * 14 : PAD + row * 14 + SWATCH, 30 + 2 * PAD + SWATCH :]
         assert (text.sum(axis=2) < 200).any()  # dark text pixels
-    assert np.array_equal(np.asarray(overlay(image, labels, NAMES)), pixels)
+    assert np.array_equal(np.asarray(overlay(image, labels, CLASSES)), pixels)
+
+
+def test_a_custom_class_list_colours_masks_overlays_and_legends(tmp_path: Path) -> None:
+    classes = Classes(["sky", "blob"], [(10, 20, 30), (200, 100, 0)])
+    labels = np.array([[0, 1]])
+    write_mask(tmp_path / "m.png", labels, classes)
+    mask = Image.open(tmp_path / "m.png")
+    assert np.array_equal(np.asarray(mask), labels)
+    assert np.asarray(mask.convert("RGB")).tolist() == [[[10, 20, 30], [200, 100, 0]]]
+    image = np.full((1, 2, 3), 100, dtype=np.uint8)
+    # (100 + 10) / 2 = 55, (100 + 20) / 2 = 60, (100 + 30) / 2 = 65; (100 + 200) / 2 = 150, ...
+    pixels = np.asarray(overlay(image, labels, classes))[:1, :2]
+    assert pixels.tolist() == [[[55, 60, 65], [150, 100, 50]]]
+    assert [e["colour"] for e in legend_entries(labels, classes)] == ["#0a141e", "#c86400"]
 
 
 def test_the_canvas_grows_to_hold_the_legend_of_a_small_image() -> None:
     labels = np.arange(4).reshape(1, 4)
-    picture = overlay(np.zeros((1, 4, 3), dtype=np.uint8), labels, NAMES)
+    picture = overlay(np.zeros((1, 4, 3), dtype=np.uint8), labels, CLASSES)
     assert picture.height == 2 * PAD + 4 * 14
-    assert [e["name"] for e in legend_entries(labels, NAMES)] == NAMES
+    assert [e["name"] for e in legend_entries(labels, CLASSES)] == NAMES
     with pytest.raises(ValueError, match=r"labels hold classes \[0, 7\], outside 0..3"):
-        legend_entries(np.array([[0, 7]]), NAMES)
+        legend_entries(np.array([[0, 7]]), CLASSES)
 
 
 def test_staged_outputs_appear_together_or_not_at_all(tmp_path: Path) -> None:

@@ -10,11 +10,14 @@ import torch
 from support.training import MODEL
 from torch import nn
 
+from imas.data.layout import voc_palette
+from imas.data.normalization import IMAGENET, Normalization
 from imas.data.transforms import normalize
 from imas.evaluate import predict
 from imas.model import build_model
 from imas.predict import (
     FORMAT,
+    Classes,
     Inference,
     Segmenter,
     build_segmenter,
@@ -24,6 +27,7 @@ from imas.predict import (
 )
 
 NAMES = ["background", "bright", "dark"]
+CLASSES = Classes.voc(NAMES)
 
 
 class Channels(nn.Module):
@@ -118,11 +122,13 @@ def test_a_segmenter_file_round_trips(tmp_path: Path) -> None:
     network = build_model(MODEL).eval()
     inference = Inference("sliding", 8, 4, "shift")
     path = tmp_path / "segmenter.pt"
-    torch.save(segmenter_payload(MODEL, network.state_dict(), inference, NAMES), path)
-    segmenter, names = read_segmenter(path)
-    assert names == NAMES and segmenter.inference == inference
+    norm = Normalization((0.25, 0.5, 0.75), (0.5, 0.25, 0.125))
+    classes = Classes(NAMES, [(0, 0, 0), (255, 128, 0), (1, 2, 3)])
+    torch.save(segmenter_payload(MODEL, network.state_dict(), inference, classes, norm), path)
+    segmenter, read = read_segmenter(path)
+    assert read == classes and segmenter.inference == inference and segmenter.norm == norm
     images = torch.randint(0, 256, (1, 3, 12, 10), dtype=torch.uint8)
-    assert torch.equal(segmenter(images), Segmenter(network, inference)(images))
+    assert torch.equal(segmenter(images), Segmenter(network, inference, norm)(images))
     loaded = segmenter.network.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in network.state_dict().items())
 
@@ -130,7 +136,7 @@ def test_a_segmenter_file_round_trips(tmp_path: Path) -> None:
 def test_a_segmenter_file_is_checked(tmp_path: Path) -> None:
     state = build_model(MODEL).state_dict()
     with pytest.raises(ValueError, match="2 class names for a model of 3 classes"):
-        segmenter_payload(MODEL, state, Inference(), NAMES[:2])
+        segmenter_payload(MODEL, state, Inference(), Classes.voc(NAMES[:2]))
     other = tmp_path / "other.pt"
     torch.save({"format": "something/2"}, other)
     with pytest.raises(
@@ -139,7 +145,11 @@ def test_a_segmenter_file_is_checked(tmp_path: Path) -> None:
         read_segmenter(other)
     assert FORMAT == "imas-segmenter/1"
     short = tmp_path / "short.pt"
-    payload = segmenter_payload(MODEL, state, Inference(), NAMES)
+    payload = segmenter_payload(MODEL, state, Inference(), CLASSES)
+    old = tmp_path / "old.pt"
+    torch.save({k: v for k, v in payload.items() if k != "normalization"}, old)
+    with pytest.raises(ValueError, match=r"old.pt: invalid segmenter file \('normalization'\)"):
+        read_segmenter(old)
     del payload["state_dict"]["classifier.weight"]
     torch.save(payload, short)
     missing = r"(?s)short.pt: invalid segmenter file .*Missing key.*classifier\.weight"
@@ -184,3 +194,29 @@ def test_normalisation_is_the_evaluations() -> None:
     image, _ = coloured(1, 3)
     x = normalize(image)[0]
     assert x[:, 0, 0].argmax() == 0 and x[:, 0, 1].argmax() == 1 and x[:, 0, 2].argmax() == 2
+
+
+def test_the_segmenter_normalises_as_its_network_was_trained() -> None:
+    # Yellow (255, 255, 0): ImageNet's statistics make green the strongest channel,
+    # (1 - 0.456) / 0.224 = 2.43 > (1 - 0.485) / 0.229 = 2.25; a std of 0.1 for red makes red.
+    image = torch.tensor([255, 255, 0], dtype=torch.uint8).view(1, 3, 1, 1)
+    assert Segmenter(Channels(), Inference())(image).item() == 1
+    assert Segmenter(Channels(), Inference(), IMAGENET)(image).item() == 1
+    red_first = Normalization((0.0, 0.0, 0.0), (0.1, 1.0, 1.0))
+    assert Segmenter(Channels(), Inference(), red_first)(image).item() == 0
+    sliding = Segmenter(Channels(), Inference("sliding", 1, 1, "clip"), red_first)
+    assert sliding(image).item() == 0
+
+
+def test_classes_carry_colours_and_a_full_palette() -> None:
+    flat = voc_palette()
+    assert CLASSES.colours == [(0, 0, 0), (128, 0, 0), (0, 128, 0)]
+    assert CLASSES.palette() == flat
+    own = Classes(["bg", "blob"], [(10, 20, 30), (255, 0, 0)])
+    palette = own.palette()
+    assert palette[:6] == [10, 20, 30, 255, 0, 0] and palette[6:] == flat[6:]
+    assert len(palette) == 768
+    with pytest.raises(ValueError, match="2 class names but 1 colours"):
+        Classes(["bg", "blob"], [(0, 0, 0)])
+    with pytest.raises(ValueError, match=r"colours must be RGB triples in 0\.\.255"):
+        Classes(["bg"], [(0, 0, 256)])
