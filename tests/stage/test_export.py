@@ -89,8 +89,8 @@ def test_torch_formats_give_pytorchs_logits_exactly(checkpoint: Path, fmt: str) 
     result = run(str(checkpoint), "--format", fmt, "--net", "student", "--out", str(out), *CHECKS)
     assert result.exit_code == 0, result.output
     assert result.output.count("max |logit diff| 0.00e+00 (") == 2, result.output
-    load = (lambda f: torch.export.load(f).module()) if fmt == "torch-export" else torch.jit.load
-    module = load(str(out))
+    reader = (lambda f: torch.export.load(f).module()) if fmt == "torch-export" else torch.jit.load
+    module = reader(str(out))
     student = network(checkpoint, "student")
     with torch.no_grad():
         for images in (other_input(), torch.randn(1, 3, 9, 9)):

@@ -112,6 +112,7 @@ def test_train_registers_the_best_teacher_with_tags(project: Path) -> None:
     assert model.metadata == {
         "class_names": CLASSES,
         "inference": {"mode": "whole"},
+        "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
         "weights": "teacher",
     }
     example = model.load_input_example(str(local))
