@@ -9,7 +9,6 @@ printed either way, so a user sees how close the export is.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +16,8 @@ import torch
 import typer
 
 from imas.config import ModelConfig
-from imas.data.normalization import IMAGENET, Normalization
+from imas.data import DataError
+from imas.data.normalization import IMAGENET
 from imas.model import build_model
 from pipeline.control.outputs import atomic_path
 from pipeline.control.threads import apply_threads
@@ -31,6 +31,7 @@ from pipeline.export.formats import (
 )
 from pipeline.export.parity import check_shapes, parity, parse_size, random_images
 from pipeline.training.checkpoints import load_checkpoint
+from pipeline.training.loaders import read_normalization
 
 DEFAULT_CHECKS = ["129x129", "97x161"]
 
@@ -61,19 +62,6 @@ def select_weights(
     if nets.get(net) is None:
         raise ValueError(f"{path}: no {net} weights (a supervised run has no teacher)")
     return ModelConfig.model_validate(ckpt["model"]), nets[net], f"{snapshot} {net}"
-
-
-def read_normalization(data: Path | None) -> Normalization:
-    """ImageNet's statistics, or those in `data`/normalization.json; errors name the file."""
-    if data is None:
-        return IMAGENET
-    path = data / "normalization.json"
-    try:
-        return Normalization.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--data {data}: no normalization.json in it") from None
-    except ValueError as err:
-        raise ValueError(f"{path}: not a normalization ({err})") from None
 
 
 def command(
@@ -124,8 +112,8 @@ def command(
             raise ValueError(f"--tolerance {tolerance}: must be above 0")
         sizes = [parse_size(text) for text in check or DEFAULT_CHECKS]
         cfg, state, picked = select_weights(load_checkpoint(checkpoint), net, snapshot, checkpoint)
-        norm = read_normalization(data)
-    except (ExportError, ValueError, FileNotFoundError) as err:
+        norm = IMAGENET if data is None else read_normalization(data)
+    except (ExportError, ValueError, FileNotFoundError, DataError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
     target = out or default_out(checkpoint, fmt)

@@ -53,6 +53,12 @@ def input_normalization(params: Params, data: Path) -> Normalization:
     dataset those its download stage wrote (`normalization.json`: ImageNet's or computed)."""
     if params.dataset != "custom":
         return IMAGENET
+    return read_normalization(data)
+
+
+def read_normalization(data: Path) -> Normalization:
+    """The statistics of prepared root `data` (its `normalization.json`); DataError naming the
+    file when it is missing or invalid."""
     path = data / "normalization.json"
     try:
         return Normalization.from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -151,7 +151,8 @@ def test_a_custom_datasets_statistics_go_into_the_onnx_metadata(
     out = tmp_path / "custom.onnx"
     missing = run(str(checkpoint), "--data", str(root), "--out", str(out))
     assert missing.exit_code == 2 and not out.exists()
-    assert f"error: --data {root}: no normalization.json in it" in missing.output
+    expected = f"error: {root / 'normalization.json'}: not found; run the download stage"
+    assert expected in missing.output
     stats = {"mean": [0.33, 0.33, 0.33], "std": [0.172, 0.172, 0.172]}
     (root / "normalization.json").write_text(json.dumps(stats))
     result = run(str(checkpoint), "--data", str(root), "--out", str(out), "--check", "33x33")

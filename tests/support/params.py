@@ -5,9 +5,12 @@ adapt it to a real dataset's fixture root and to tiny garment scenes."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from pipeline.config.params import Params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,3 +130,11 @@ def tiny_custom(
     raw["model"]["num_classes"] = 2
     raw["aug"]["crop"] = 32
     return raw
+
+
+def custom_params(root: Path | str, **options: Any) -> Params:
+    """Validated tiny params on custom folder `root`; one masked image held out as val unless
+    `options` say otherwise."""
+    from pipeline.config.params import Params
+
+    return Params.model_validate(tiny_custom(tiny_params(), str(root), **{"val": 1, **options}))

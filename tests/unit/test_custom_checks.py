@@ -12,18 +12,12 @@ import pytest
 import yaml
 from PIL import Image
 from support.custom_data import TINY, make_folder, tiny_image, tiny_mask, write_lists
-from support.params import tiny_custom, tiny_params
+from support.params import custom_params, tiny_custom, tiny_params
 
 from imas.data import DataError
 from pipeline.acquire.custom import prepare_custom
 from pipeline.acquire.custom_folder import MAX_SHOWN, CustomDataError, read_classes
-from pipeline.config.params import Params, ParamsError, load_params
-
-
-def params_for(root: Path, **options: Any) -> Params:
-    """Tiny params on folder `root`; one masked image held out as val unless `options` say."""
-    options = {"val": 1, **options}
-    return Params.model_validate(tiny_custom(tiny_params(), str(root), **options))
+from pipeline.config.params import ParamsError, load_params
 
 
 @pytest.fixture
@@ -34,7 +28,7 @@ def src(tmp_path: Path) -> Path:
 
 def problems(root: Path, out: Path, **options: Any) -> list[str]:
     with pytest.raises(CustomDataError) as err:
-        prepare_custom(params_for(root, **options), out, progress=False)
+        prepare_custom(custom_params(root, **options), out, progress=False)
     assert not out.exists()  # nothing written, not even a partial root
     assert not list(out.parent.glob(f".{out.name}.building-*"))
     return err.value.problems
@@ -112,7 +106,7 @@ def test_every_problem_is_collected_and_the_message_shows_the_first(
         tiny_mask().save(src / "masks" / f"stray{k:02d}.png")  # masks with no image
     (src / "classes.txt").write_text("background\nobject\ncell\n")  # 3 classes, params say 2
     with pytest.raises(CustomDataError) as err:
-        prepare_custom(params_for(src), tmp_path / "out", progress=False)
+        prepare_custom(custom_params(src), tmp_path / "out", progress=False)
     found = err.value.problems
     assert len(found) == MAX_SHOWN + 4
     assert found[0] == (
@@ -166,7 +160,7 @@ def test_val_from_the_folders_val_txt(src: Path, tmp_path: Path) -> None:
         f"{src}/val.txt: val id 'a6' has no mask ({src}/masks/a6.png not found)"
     ]
     write_lists(src, val=["a1"])
-    prepare_custom(params_for(src, val=None), tmp_path / "out", progress=False)
+    prepare_custom(custom_params(src, val=None), tmp_path / "out", progress=False)
     assert (tmp_path / "out/ImageSets/Segmentation/val.txt").read_text() == "a1"
 
 
@@ -199,7 +193,7 @@ def test_the_class_list_format(tmp_path: Path) -> None:
 
 def test_the_output_may_not_overlap_the_folder(src: Path) -> None:
     with pytest.raises(DataError, match="overlaps the download stage's output"):
-        prepare_custom(params_for(src), src / "prepared", progress=False)
+        prepare_custom(custom_params(src), src / "prepared", progress=False)
 
 
 # Params.

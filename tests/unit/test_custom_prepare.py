@@ -6,27 +6,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from support.custom_data import make_folder, tiny_image, tiny_mask, write_lists
-from support.params import tiny_custom, tiny_params
+from support.params import custom_params
 
 from imas.data.datasets import read_image, read_mask
 from imas.data.normalization import IMAGENET, Normalization, channel_stats
 from imas.data.transforms import normalize, pad_fill
 from pipeline.acquire.custom import prepare_custom
 from pipeline.acquire.custom_folder import load_image, load_mask
-from pipeline.config.params import Params
-
-
-def params_for(root: Path, **options: Any) -> Params:
-    """Tiny params on folder `root`; one masked image held out as val unless `options` say."""
-    options = {"val": 1, **options}
-    return Params.model_validate(tiny_custom(tiny_params(), str(root), **options))
 
 
 @pytest.fixture
@@ -43,7 +35,7 @@ def test_prepare_converts_and_lists_a_drawn_val(src: Path, tmp_path: Path) -> No
     tiny_image(20).convert("RGB").save(src / "images" / "a8.jpg")
     tiny_image(21).save(src / "images" / "a9.tif")
     out = tmp_path / "out"
-    summary = prepare_custom(params_for(src, val=1), out, progress=False)
+    summary = prepare_custom(custom_params(src, val=1), out, progress=False)
     sets = out / "ImageSets/Segmentation"
     val = (sets / "val.txt").read_text().split()
     assert len(val) == 1 and val[0] in {"a0", "a1", "a2", "a3"}
@@ -69,7 +61,7 @@ def test_prepare_converts_and_lists_a_drawn_val(src: Path, tmp_path: Path) -> No
 def test_prepare_keeps_the_folders_lists(src: Path, tmp_path: Path) -> None:
     write_lists(src, labeled=["a2", "a0"], unlabeled=["a7", "a5", "a6"], val=["a3"])
     out = tmp_path / "out"
-    prepare_custom(params_for(src, split="lists", val=None, labeled=2), out, progress=False)
+    prepare_custom(custom_params(src, split="lists", val=None, labeled=2), out, progress=False)
     sets = out / "ImageSets/Segmentation"
     read = {p.stem: p.read_text().split() for p in sets.iterdir()}
     assert read == {
@@ -147,11 +139,11 @@ def test_normalize_with_a_dataset_s_statistics() -> None:
 
 
 def test_prepare_writes_the_computed_or_imagenet_statistics(src: Path, tmp_path: Path) -> None:
-    prepare_custom(params_for(src, val=1), tmp_path / "c", progress=False)
+    prepare_custom(custom_params(src, val=1), tmp_path / "c", progress=False)
     written = json.loads((tmp_path / "c/normalization.json").read_text())
     train = (tmp_path / "c/ImageSets/Segmentation/train_aug.txt").read_text().split()
     expected = channel_stats(np.asarray(Image.open(tmp_path / f"c/images/{i}.png")) for i in train)
     assert written == {"source": "computed", **expected.as_dict()}
-    prepare_custom(params_for(src, val=1, normalize="imagenet"), tmp_path / "i", progress=False)
+    prepare_custom(custom_params(src, val=1, normalize="imagenet"), tmp_path / "i", progress=False)
     written = json.loads((tmp_path / "i/normalization.json").read_text())
     assert written == {"source": "imagenet", **IMAGENET.as_dict()}
