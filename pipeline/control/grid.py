@@ -68,8 +68,19 @@ def _commit(root: Path, addressing: str, env: dict[str, str]) -> None:
         time.sleep(2)
 
 
-def run_grid(dvcfile: Path, jobs: int, only: Sequence[str] = (), dry: bool = False) -> int:
-    """Run the pending stages of `dvcfile`, `jobs` at a time; returns the number that failed."""
+def run_grid(
+    dvcfile: Path,
+    jobs: int,
+    only: Sequence[str] = (),
+    dry: bool = False,
+    split_threads: bool = True,
+) -> int:
+    """Run the pending stages of `dvcfile`, `jobs` at a time; returns the number that failed.
+
+    `split_threads`: each job gets cores // jobs torch threads (pipeline/control/threads.py
+    reads IMAS_JOBS); without it each takes `runtime.threads` as when run alone, so its
+    numbers are those of `dvc repro` (thread counts change the last digits), and the jobs
+    share the cores."""
     from dvc.repo import Repo
 
     root = Path(Repo.find_root(str(dvcfile.parent)))
@@ -88,8 +99,7 @@ def run_grid(dvcfile: Path, jobs: int, only: Sequence[str] = (), dry: bool = Fal
         for name in names:
             print(f"  {name}")
         return 0
-    # Each job gets cores // jobs torch threads (pipeline/control/threads.py reads IMAS_JOBS).
-    env = {**os.environ, "IMAS_JOBS": str(jobs)}
+    env = {**os.environ, "IMAS_JOBS": str(jobs if split_threads else 1)}
     waiting = list(names)
     running: dict[str, tuple[subprocess.Popen, Any, float]] = {}
     failed: set[str] = set()
@@ -138,12 +148,19 @@ def command(
         ),
     ] = None,
     dry: Annotated[bool, typer.Option(help="list the stages that would run")] = False,
+    split_threads: Annotated[
+        bool,
+        typer.Option(
+            help="give each job cores // JOBS torch threads; --no-split-threads: runtime.threads "
+            "as when run alone (dvc repro's numbers exactly; the jobs share the cores)"
+        ),
+    ] = True,
 ) -> None:
     """Run a DVC benchmark's out-of-date stages JOBS at a time and record them in dvc.lock."""
     if not dvcfile.is_file():
         typer.echo(f"error: {dvcfile}: no such dvc.yaml", err=True)
         raise typer.Exit(code=2)
-    failed = run_grid(dvcfile, jobs, only or (), dry)
+    failed = run_grid(dvcfile, jobs, only or (), dry, split_threads)
     if failed:
         typer.echo(f"error: {failed} stage(s) failed or were skipped", err=True)
         raise typer.Exit(code=1)

@@ -101,3 +101,17 @@ def test_a_failed_stage_skips_only_its_descendants(
     lock = (project / "dvc.lock").read_text()
     assert "second@1:" in lock and "first@2:" not in lock and "second@2:" not in lock
     assert (project / ".grid-first-2.log").is_file()
+
+
+def test_jobs_split_the_threads_unless_told_to_keep_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = _project(tmp_path, monkeypatch)
+    (project / "dvc.yaml").write_text(
+        "stages:\n  probe:\n    cmd: sh -c 'echo $IMAS_JOBS > jobs'\n    outs:\n      - jobs\n"
+    )
+    assert run_grid(project / "dvc.yaml", jobs=2) == 0
+    assert (project / "jobs").read_text() == "2\n"  # two jobs: cores // 2 threads each
+    (project / "jobs").unlink()
+    assert run_grid(project / "dvc.yaml", jobs=2, split_threads=False) == 0
+    assert (project / "jobs").read_text() == "1\n"  # as if alone: runtime.threads
