@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from imas.config import ModelConfig
-from imas.data.layout import voc_palette
+from imas.data.layout import Classes
 from imas.data.normalization import IMAGENET, Normalization
 from imas.evaluate import Tiling, _check_mode, predict
 from imas.model import build_model
@@ -50,37 +50,6 @@ class Inference:
             return {"mode": "whole"}
         return {"mode": "sliding", "window": self.window, "stride": self.stride,
                 "tiling": self.tiling}  # fmt: skip
-
-
-Colour = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class Classes:
-    """Class names in index order and a display colour for each (VOC's palette unless the
-    dataset names its own, as a custom class list may)."""
-
-    names: list[str]
-    colours: list[Colour]
-
-    def __post_init__(self) -> None:
-        if len(self.names) != len(self.colours):
-            raise ValueError(f"{len(self.names)} class names but {len(self.colours)} colours")
-        if not all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in self.colours):
-            raise ValueError(f"colours must be RGB triples in 0..255, got {self.colours}")
-
-    @classmethod
-    def voc(cls, names: list[str]) -> Classes:
-        """`names` in VOC's palette colours (index i gets VOC's colour of class i)."""
-        flat = voc_palette()
-        return cls(list(names), [tuple(flat[3 * i : 3 * i + 3]) for i in range(len(names))])  # type: ignore[misc]
-
-    def palette(self) -> list[int]:
-        """A flat 768-value PNG palette: these colours first, VOC's for the other indices."""
-        flat = voc_palette()
-        for i, rgb in enumerate(self.colours):
-            flat[3 * i : 3 * i + 3] = list(rgb)
-        return flat
 
 
 class Segmenter(nn.Module):

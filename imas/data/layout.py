@@ -1,4 +1,5 @@
-"""Where a dataset's files live and how they are checked, without torch.
+"""Where a dataset's files live, how they are checked and the colours its classes are shown
+in, without torch.
 
 The download and split stages use only this part of the data code, so they start without
 importing torch (a few seconds per stage command).
@@ -70,6 +71,40 @@ def voc_palette() -> list[int]:
             c >>= 3
         pal += [r, g, b]
     return pal
+
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Classes:
+    """Class names in index order and a display colour for each (VOC's palette unless the
+    dataset names its own, as a custom class list may)."""
+
+    names: list[str]
+    colours: list[RGB]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.colours):
+            raise ValueError(f"{len(self.names)} class names but {len(self.colours)} colours")
+        if not all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in self.colours):
+            raise ValueError(f"colours must be RGB triples in 0..255, got {self.colours}")
+
+    @classmethod
+    def voc(cls, names: list[str]) -> Classes:
+        """`names` in VOC's palette colours (index i gets VOC's colour of class i)."""
+        flat = voc_palette()
+        return cls(
+            list(names),
+            [(flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in range(len(names))],
+        )
+
+    def palette(self) -> list[int]:
+        """A flat 768-value PNG palette: these colours first, VOC's for the other indices."""
+        flat = voc_palette()
+        for i, rgb in enumerate(self.colours):
+            flat[3 * i : 3 * i + 3] = list(rgb)
+        return flat
 
 
 def open_decoded(path: Path, what: str) -> Image.Image:

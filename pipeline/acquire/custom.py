@@ -26,13 +26,13 @@ import numpy as np
 from PIL import Image
 
 from imas.data import DataError
+from imas.data.layout import Classes
 from imas.data.normalization import IMAGENET, ChannelSums
 from imas.data.splits import make_split, write_list
 from pipeline.acquire.custom_folder import (
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
     MAX_CLASSES,
-    ClassList,
     CustomDataError,
     Decoded,
     class_count_problem,
@@ -215,7 +215,7 @@ def _convert(
     sets: Sets,
     images: Files,
     masks: Files,
-    classes: ClassList,
+    classes: Classes,
     progress: bool,
 ) -> dict[str, Any]:
     problems: list[str] = []

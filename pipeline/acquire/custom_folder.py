@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from imas.data import DataError
 from imas.data.catalogue import IGNORE_INDEX
-from imas.data.layout import open_decoded, voc_palette
+from imas.data.layout import RGB, Classes, open_decoded
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 MASK_SUFFIXES = (".png",)
@@ -29,8 +29,6 @@ MAX_SHOWN = 20
 # Decodable but not 8-bit: converting them to RGB would clip or rescale silently.
 _WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
-
-RGB = tuple[int, int, int]
 
 
 class CustomDataError(DataError):
@@ -46,22 +44,7 @@ class CustomDataError(DataError):
         super().__init__("\n".join(lines))
 
 
-@dataclass(frozen=True)
-class ClassList:
-    """Class names in index order and a colour for each (the file's, else VOC's palette)."""
-
-    names: list[str]
-    colours: list[RGB]
-
-    def palette(self) -> list[int]:
-        """A 256-entry flat RGB palette for index PNGs: the class colours first, VOC's after."""
-        flat = voc_palette()
-        for k, (r, g, b) in enumerate(self.colours):
-            flat[3 * k : 3 * k + 3] = [r, g, b]
-        return flat
-
-
-def read_classes(path: Path, problems: list[str]) -> ClassList | None:
+def read_classes(path: Path, problems: list[str]) -> Classes | None:
     """The class list: one class per non-blank line in index order, its name optionally
     followed by a colour `#RRGGBB` (`background`, `cell #FF0000`). None when unusable."""
     if not path.is_file():
@@ -99,12 +82,8 @@ def read_classes(path: Path, problems: list[str]) -> ClassList | None:
         )
     if len(problems) > before:
         return None
-    pal = voc_palette()
-    return ClassList(
-        names,
-        [c if c is not None else (pal[3 * k], pal[3 * k + 1], pal[3 * k + 2])
-         for k, c in enumerate(colours)],
-    )  # fmt: skip
+    voc = Classes.voc(names).colours
+    return Classes(names, [c if c is not None else v for c, v in zip(colours, voc, strict=True)])
 
 
 def read_ids(path: Path, problems: list[str]) -> list[str]:

@@ -49,8 +49,13 @@ def store_root(start: Path | None = None) -> Path:
     return project_root(start)
 
 
+def default_store_uri() -> str:
+    """The embedded store: `mlflow.db` beside the DVC project's root."""
+    return f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_store_uri()
 
 
 # Seconds to wait for a tracking server before the stage gives up; MLflow's own client retries
@@ -238,7 +243,7 @@ def registry_lock() -> AbstractContextManager[None]:
     default store take turns; another tracking URI needs no lock (a server serialises)."""
     import mlflow
 
-    return _store_lock(mlflow.get_tracking_uri() == f"sqlite:///{store_root() / 'mlflow.db'}")
+    return _store_lock(mlflow.get_tracking_uri() == default_store_uri())
 
 
 def _is_main() -> bool:

@@ -30,7 +30,7 @@ from pipeline.export.formats import (
     write_export,
 )
 from pipeline.export.parity import check_shapes, parity, parse_size, random_images
-from pipeline.training.checkpoints import load_checkpoint
+from pipeline.training.checkpoints import load_checkpoint, weight_snapshots
 from pipeline.training.loaders import read_normalization
 
 DEFAULT_CHECKS = ["129x129", "97x161"]
@@ -44,19 +44,17 @@ def select_weights(
 
     `net` auto takes the teacher when the run has one (the model the paper scores), else the
     student. ValueError naming the file when the checkpoint lacks what was asked."""
-    if "model" not in ckpt or not ({"best", "last"} <= ckpt.keys() or "student" in ckpt):
+    snapshots = weight_snapshots(ckpt)
+    if "model" not in ckpt or snapshots is None:
         raise ValueError(
             f"{path}: not a training checkpoint (no model config and weights); export the "
             "output of warmup, train or ablate, or their --weights file"
         )
-    if "last" in ckpt:
-        nets = ckpt[snapshot]
-    elif snapshot == "last":
-        nets = {"student": ckpt["student"], "teacher": ckpt.get("teacher")}
-    else:
+    if snapshot not in snapshots:
         raise ValueError(
             f"{path}: a --weights file holds the last weights only; use --snapshot last"
         )
+    nets = snapshots[snapshot]
     if net == "auto":
         net = "teacher" if nets.get("teacher") is not None else "student"
     if nets.get(net) is None:

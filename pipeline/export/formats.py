@@ -59,10 +59,14 @@ class ExportError(RuntimeError):
     """The network could not be exported or its export does not match; the message says why."""
 
 
+def unknown_format(fmt: str) -> ExportError:
+    return ExportError(f"unknown format {fmt!r} (have: {', '.join(FORMATS)})")
+
+
 def check_available(fmt: str) -> None:
     """Fail before any work when `fmt` is unknown or a package it needs is missing."""
     if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r} (have: {', '.join(FORMATS)})")
+        raise unknown_format(fmt)
     missing = [name for name in NEEDS[fmt] if importlib.util.find_spec(name) is None]
     if missing:
         raise ExportError(
@@ -124,7 +128,7 @@ def write_export(
             with _jit_quietly():
                 torch.jit.save(torch.jit.trace(model, (example,)), str(path))
         else:
-            raise ExportError(f"unknown format {fmt!r} (have: {', '.join(FORMATS)})")
+            raise unknown_format(fmt)
     except ExportError:
         raise
     except Exception as err:
@@ -160,7 +164,7 @@ def load_export(path: Path, fmt: str, threads: int = 1) -> Runner:
         with _jit_quietly():
             module = torch.jit.load(str(path), map_location="cpu")
     else:
-        raise ExportError(f"unknown format {fmt!r} (have: {', '.join(FORMATS)})")
+        raise unknown_format(fmt)
 
     def run_torch(images: Tensor) -> Tensor:
         with torch.no_grad():

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from imas.predict import Classes
+from imas.data.layout import Classes
 
 # Overlay: mask colour over the image at this weight.
 ALPHA = 0.5

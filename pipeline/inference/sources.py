@@ -12,7 +12,7 @@ from imas.data import DataError
 from imas.data.catalogue import CITYSCAPES_CLASSES, VOC_CLASSES
 from imas.predict import Classes, Inference, Segmenter, build_segmenter
 from pipeline.config.params import GENERATED, Params
-from pipeline.training.checkpoints import load_checkpoint
+from pipeline.training.checkpoints import load_checkpoint, weight_snapshots
 from pipeline.training.loaders import input_normalization
 
 Pick = Literal["auto", "best-teacher", "last-teacher", "best-student", "last-student"]
@@ -52,11 +52,8 @@ def pick_weights(payload: dict[str, Any], path: Path, pick: Pick) -> tuple[dict,
     supervised runs); `--weights` files of the protocol benchmark hold the last ones only.
     `auto` is the best teacher, else the best student, else the last of either.
     """
-    if "best" in payload and "last" in payload:
-        snapshots = {"best": payload["best"], "last": payload["last"]}
-    elif "student" in payload:
-        snapshots = {"last": {"student": payload["student"], "teacher": payload.get("teacher")}}
-    else:
+    snapshots = weight_snapshots(payload)
+    if snapshots is None:
         raise SourceError(f"{path}: not a checkpoint of a training stage (no best/last weights)")
     if pick == "auto":
         order = [(e, n) for e in ("best", "last") for n in ("teacher", "student")]

@@ -145,6 +145,8 @@ def command(
     written = 0
     try:
         with bar, staged(out) as stage:
+            if overlays:
+                (stage / OVERLAYS).mkdir()
             size = batch_size or params.evaluate.batch_size
             for batch in same_size_batches(decoded(), lambda pair: tuple(pair[1].shape), size):
                 images = torch.stack([image for _, image in batch])
@@ -153,7 +155,6 @@ def command(
                     write_mask(stage / f"{item.id}.png", mask, classes)
                     if overlays:
                         picture = image.permute(1, 2, 0).numpy()
-                        (stage / OVERLAYS).mkdir(exist_ok=True)
                         write_overlay(stage / OVERLAYS / f"{item.id}.png", picture, mask, classes)
                 written += len(batch)
                 bar.update(len(batch))

@@ -72,6 +72,17 @@ class ResumeError(RuntimeError):
     """A resume checkpoint exists but cannot be used; the message names the file."""
 
 
+def weight_snapshots(payload: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The networks a training checkpoint holds, by snapshot (`best`, `last`) and network
+    (`student`, `teacher`: None for a supervised run). A stage's output holds both snapshots; a
+    `--weights` file (the protocol benchmark's) the last ones only. None for anything else."""
+    if "best" in payload and "last" in payload:
+        return {"best": payload["best"], "last": payload["last"]}
+    if "student" in payload:
+        return {"last": {"student": payload["student"], "teacher": payload.get("teacher")}}
+    return None
+
+
 def resume_path(out: Path | str) -> Path:
     """Where a stage writing `out` keeps its resume checkpoint: `models/imas.pt` →
     `models/imas.resume.pt`, beside the output and outside what DVC tracks."""
